@@ -1,0 +1,69 @@
+"""The engine interface every runtime implements.
+
+An engine maps a preprocessed NCHW float batch to the model's raw output
+arrays. Everything model-family specific (letterbox, decoding, NMS) lives
+outside, so one detector pipeline runs on ONNX Runtime, TensorRT or PyTorch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Engine", "EngineInfo"]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a pipeline needs to know about a loaded model.
+
+    `input_shape` is (B, C, H, W) with -1 for a dynamic axis. `metadata` holds
+    the model's string metadata (for ONNX: custom_metadata_map, e.g.
+    Ultralytics' `names`, `stride`, `imgsz`, `task`).
+    """
+
+    name: str
+    runtime: str
+    device: str
+    precision: str
+    input_name: str
+    input_shape: tuple[int, int, int, int]
+    input_dtype: str
+    output_names: tuple[str, ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.input_shape[0] < 0
+
+    @property
+    def dynamic_hw(self) -> bool:
+        return self.input_shape[2] < 0 or self.input_shape[3] < 0
+
+
+class Engine(ABC):
+    """Runs a batch through a model.
+
+    `infer` takes an (B, C, H, W) float32 C-contiguous array and returns the
+    output arrays with a leading batch axis of exactly B. A runtime with a
+    fixed batch size pads internally and slices the results back.
+    """
+
+    @property
+    @abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+    def close(self) -> None:  # noqa: B027  # optional hook for runtimes holding devices
+        """Release device memory and sessions; the engine is unusable afterwards."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,37 @@
+"""ament_python build for perception: `colcon build` installs the package, its
+launch and config files, and registers the executables under lib/perception."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE_NAME = "perception"
+
+setup(
+    name=PACKAGE_NAME,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench", "bench.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
+        ("share/" + PACKAGE_NAME, ["package.xml"]),
+        ("share/" + PACKAGE_NAME + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE_NAME + "/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools", "numpy>=1.21", "PyYAML"],
+    extras_require={
+        "cpu": ["onnxruntime", "opencv-python-headless", "scipy", "lap"],
+        "fusion": ["open3d-cpu"],
+        "bags": ["rosbags"],
+    },
+    python_requires=">=3.10",
+    zip_safe=True,
+    maintainer="perception maintainers",
+    maintainer_email="perception@example.com",
+    description="Multi-camera detection, tracking and 3D fusion for ROS 2.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "detection_echo = perception.ros.tools.detection_echo:main",
+        ],
+    },
+)
