@@ -14,7 +14,7 @@ os.environ["ROS_DOMAIN_ID"] = os.environ.get(
     "PERCEPTION_TEST_DOMAIN_ID", str(random.SystemRandom().randint(1, 101))
 )
 
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -24,7 +24,7 @@ def _ros_available() -> str | None:
     try:
         import rclpy  # noqa: F401
         import vision_msgs.msg  # noqa: F401
-    except Exception as exc:  # noqa: BLE001  # any import failure means "no ROS here"
+    except Exception as exc:  # any import failure means "no ROS here"
         return f"{type(exc).__name__}: {exc}"
     return None
 

@@ -12,9 +12,9 @@ from perception.core.types import Detections
 
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not importable; run ./dev test")
 
-from vision_msgs.msg import Detection2D, Detection2DArray  # noqa: E402
+from vision_msgs.msg import Detection2D, Detection2DArray
 
-from perception.ros.conversions import (  # noqa: E402
+from perception.ros.conversions import (
     detections_to_msg,
     label_info_msg,
     msg_to_detections,
@@ -122,14 +122,20 @@ def test_cross_process_round_trip(ros_context, executor):
     sent = [sample(seed, stamp_ns=1_732_000_000_000_000_000 + seed) for seed in range(4)]
     sent.append(Detections.empty(stamp_ns=1_732_000_000_000_000_099, frame_id="camera_left"))
     argv = [
-        "--ros-args", "-r", "in:=/round_trip/in", "-r", "out:=/round_trip/out",
-        "-p", "class_names:=[" + ",".join(NAMES) + "]",
+        "--ros-args",
+        "-r",
+        "in:=/round_trip/in",
+        "-r",
+        "out:=/round_trip/out",
+        "-p",
+        "class_names:=[" + ",".join(NAMES) + "]",
     ]
     with NodeProcess([sys.executable, "-m", "perception.ros.tools.detection_echo", *argv]) as proc:
         matched = spin_until(
             executor,
-            lambda: pub.get_subscription_count() > 0
-            and node.count_publishers("/round_trip/out") > 0,
+            lambda: (
+                pub.get_subscription_count() > 0 and node.count_publishers("/round_trip/out") > 0
+            ),
             timeout_s=30,
         )
         assert matched, f"echo process never matched; its output:\n{proc.output()}"

@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROS_MODULES = ("rclpy", "rosidl", "launch", "launch_ros", "cv_bridge", "message_filters",
-               "tf2_ros", "rosbag2_py", "ament_index_python")
+ROS_MODULES = (
+    "rclpy",
+    "rosidl",
+    "launch",
+    "launch_ros",
+    "cv_bridge",
+    "message_filters",
+    "tf2_ros",
+    "rosbag2_py",
+    "ament_index_python",
+)
 
 
 def _setup_kwargs() -> dict:
@@ -24,7 +33,9 @@ def _setup_kwargs() -> dict:
         if isinstance(t, ast.Name)
     }
     call = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup"
     )
     out = {}
     for kw in call.keywords:
@@ -47,9 +58,19 @@ def test_package_xml_parses_and_matches_setup_py():
     assert pkg.package_format == 3
     assert pkg.get_build_type() == "ament_python"
     deps = {d.name for d in pkg.build_depends + pkg.exec_depends}
-    for required in ("rclpy", "sensor_msgs", "vision_msgs", "visualization_msgs",
-                     "diagnostic_msgs", "geometry_msgs", "std_msgs", "cv_bridge",
-                     "python3-numpy", "python3-opencv", "launch_ros"):
+    for required in (
+        "rclpy",
+        "sensor_msgs",
+        "vision_msgs",
+        "visualization_msgs",
+        "diagnostic_msgs",
+        "geometry_msgs",
+        "std_msgs",
+        "cv_bridge",
+        "python3-numpy",
+        "python3-opencv",
+        "launch_ros",
+    ):
         assert required in deps, f"package.xml lacks a dependency on {required}"
     assert (REPO / "resource" / "perception").is_file()
 
@@ -81,7 +102,7 @@ def test_core_has_no_ros_imports_statically():
     for path in sorted((REPO / "perception" / "core").rglob("*.py")):
         for name in _imports(path):
             top = name.split(".")[0]
-            if top in ROS_MODULES or top.endswith("_msgs") or top.endswith("_interfaces"):
+            if top in ROS_MODULES or top.endswith(("_msgs", "_interfaces")):
                 offenders.append(f"{path.relative_to(REPO)} imports {name}")
     assert not offenders, "perception/core must stay free of ROS:\n" + "\n".join(offenders)
 
@@ -98,7 +119,8 @@ def test_core_imports_without_loading_ros():
         f"{ROS_MODULES!r} or m.split('.')[0].endswith('_msgs'))\n"
         "print(','.join(bad))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "", f"importing perception.core loaded ROS modules: {res.stdout}"

@@ -106,9 +106,7 @@ class NodeProcess:
         )
 
     @classmethod
-    def module(
-        cls, module: str, *args: str, env: Mapping[str, str] | None = None
-    ) -> NodeProcess:
+    def module(cls, module: str, *args: str, env: Mapping[str, str] | None = None) -> NodeProcess:
         return cls([sys.executable, "-m", module, *args], env=env)
 
     def alive(self) -> bool:
