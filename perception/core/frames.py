@@ -1,0 +1,121 @@
+"""Freshness, not queues: the newest frame of each camera, nothing older.
+
+Camera callbacks `put` frames; the inference loop `take_fresh` the newest
+frame of every camera at once and runs them as one batch. A frame replaced
+before it was used is counted as skipped, one older than `max_age` when the
+loop gets to it is counted as stale: nothing disappears without a counter,
+and no backlog can build up whatever the model's speed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CameraCounters", "Frame", "LatestFrameSlots"]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One received image and its timing.
+
+    `image` is whatever the caller decoded (usually an HxWxC uint8 array);
+    `stamp_ns` is the capture stamp from the header, `receive_ns` the local
+    clock (same clock as `now_ns` given to `take_fresh`) at arrival.
+    """
+
+    camera: str
+    image: Any
+    stamp_ns: int
+    receive_ns: int
+    frame_id: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CameraCounters:
+    """Per-camera frame accounting (all monotonic)."""
+
+    received: int = 0
+    processed: int = 0
+    skipped: int = 0  # replaced by a newer frame before the loop took it
+    stale: int = 0  # older than max_age when the loop took it
+    rejected: int = 0  # bad input (encoding, size, corrupt data ...)
+    stamp_resets: int = 0  # stamp went backwards (simulator reset, bag loop)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class LatestFrameSlots:
+    """Thread-safe single-slot buffer per camera."""
+
+    def __init__(self, cameras: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._slots: dict[str, Frame | None] = {c: None for c in cameras}
+        self._last_stamp: dict[str, int] = {}
+        self.counters: dict[str, CameraCounters] = {c: CameraCounters() for c in self._slots}
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._slots)
+
+    def put(self, frame: Frame) -> bool:
+        """Store `frame` as its camera's newest; returns True if the stamp went
+        backwards (the caller should reset per-camera state such as trackers)."""
+        with self._lock:
+            if frame.camera not in self._slots:
+                raise KeyError(f"unknown camera {frame.camera!r}; known: {list(self._slots)}")
+            c = self.counters[frame.camera]
+            c.received += 1
+            if self._slots[frame.camera] is not None:
+                c.skipped += 1
+            last = self._last_stamp.get(frame.camera)
+            went_back = last is not None and frame.stamp_ns < last
+            if went_back:
+                c.stamp_resets += 1
+            self._last_stamp[frame.camera] = frame.stamp_ns
+            self._slots[frame.camera] = frame
+            self._ready.notify_all()
+            return went_back
+
+    def reject(self, camera: str) -> None:
+        """Count a frame of `camera` that could not be decoded."""
+        with self._lock:
+            self.counters[camera].rejected += 1
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until some slot holds a frame or the timeout passes."""
+        with self._lock:
+            if any(f is not None for f in self._slots.values()):
+                return True
+            return self._ready.wait_for(
+                lambda: any(f is not None for f in self._slots.values()), timeout=timeout_s
+            )
+
+    def take_fresh(self, now_ns: int, max_age_ns: int | None) -> list[Frame]:
+        """Empty every slot; return the frames not older than `max_age_ns`.
+
+        Age is measured on the receive clock (`now_ns - receive_ns`), which is
+        robust to camera clocks that disagree with ours; stamps are kept for
+        output headers.
+        """
+        with self._lock:
+            out = []
+            for cam, frame in self._slots.items():
+                if frame is None:
+                    continue
+                self._slots[cam] = None
+                if max_age_ns is not None and now_ns - frame.receive_ns > max_age_ns:
+                    self.counters[cam].stale += 1
+                    continue
+                self.counters[cam].processed += 1
+                out.append(frame)
+            return out
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {c: v.as_dict() for c, v in self.counters.items()}
