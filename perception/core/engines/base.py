@@ -34,6 +34,15 @@ class EngineInfo:
     output_names: tuple[str, ...]
     output_shapes: tuple[tuple[int, ...], ...]
     metadata: dict[str, str] = field(default_factory=dict)
+    # Added by the engines layer (defaults keep older constructors valid):
+    # per input axis the symbolic name of a dynamic axis ("" when fixed or
+    # unnamed), e.g. ("batch", "", "height", "width").
+    input_symbols: tuple[str, ...] = ()
+    # Runtime specifics, e.g. the ONNX Runtime providers actually in use.
+    providers: tuple[str, ...] = ()
+    # Largest batch one runtime call accepts (-1: unbounded). Engines chunk
+    # larger batches themselves; pipelines may use it to size requests.
+    max_batch: int = -1
 
     @property
     def dynamic_batch(self) -> bool:

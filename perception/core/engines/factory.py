@@ -1,0 +1,201 @@
+"""`create_engine(config)`: one entry point for every runtime.
+
+Runtimes are imported only when chosen; a missing one raises
+RuntimeUnavailableError naming what to install, before any hashing or build
+thread starts. Compiled runtimes (tensorrt from ONNX, torch_tensorrt) go
+through the engine cache: a cached engine loads at once, otherwise it builds
+in the background while the configured fallback serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from perception.core.engines.base import Engine
+from perception.core.engines.cache import CachedEngine, EngineCache, StatusFn
+from perception.core.engines.config import EngineConfig
+from perception.core.errors import EngineError
+
+__all__ = ["check_runtime", "create_engine"]
+
+_log = logging.getLogger(__name__)
+
+
+def check_runtime(runtime: str) -> None:
+    """Raise RuntimeUnavailableError if `runtime` cannot be imported here."""
+    if runtime == "onnxruntime":
+        from perception.core.engines.onnxruntime_engine import import_onnxruntime
+
+        import_onnxruntime()
+    elif runtime == "torch":
+        from perception.core.engines.torch_engine import import_torch
+
+        import_torch()
+    elif runtime == "tensorrt":
+        from perception.core.engines.tensorrt_engine import import_tensorrt
+        from perception.core.engines.torch_engine import import_torch
+
+        import_tensorrt()
+        import_torch()  # device buffers
+    elif runtime == "torch_tensorrt":
+        from perception.core.engines.torch_tensorrt_engine import import_torch_tensorrt
+
+        import_torch_tensorrt()
+    else:
+        raise EngineError(f"unknown runtime {runtime!r}")
+
+
+def _onnx_metadata(path: str) -> dict[str, str]:
+    from perception.core.engines.onnx_proto import read_onnx_io
+
+    return read_onnx_io(path)[2]
+
+
+def _onnx_input_shape(path: str) -> tuple[int, ...]:
+    from perception.core.engines.onnx_proto import read_onnx_io
+
+    inputs = read_onnx_io(path)[0]
+    return inputs[0].shape if inputs else ()
+
+
+def _fallback_factory(config: EngineConfig) -> Callable[[], Engine] | None:
+    if config.fallback is None:
+        return None
+    path = config.fallback_model_path or config.model_path
+
+    if config.fallback == "onnxruntime":
+        from perception.core.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+        def make() -> Engine:
+            _log.info(
+                "engine: %s serves from onnxruntime on %s while building",
+                Path(config.model_path).name,
+                config.fallback_device,
+            )
+            return OnnxRuntimeEngine(path, config.fallback_device, intra_op_threads=config.threads)
+
+        return make
+
+    from perception.core.engines.torch_engine import TorchEngine
+
+    def make_torch() -> Engine:
+        _log.info(
+            "engine: %s serves from torch on %s while building",
+            Path(config.model_path).name,
+            config.fallback_device,
+        )
+        shape = config.build_input_shape
+        return TorchEngine(
+            path,
+            config.fallback_device,
+            input_shape=(-1, *shape[1:]) if shape else (-1, 3, -1, -1),
+            threads=config.threads,
+        )
+
+    return make_torch
+
+
+def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> Engine:
+    """Build the engine `config` describes.
+
+    Returns a plain engine, or a CachedEngine (poll `.status`, or pass
+    `on_progress`) for cached/compiled runtimes. Raises ModelFileError,
+    RuntimeUnavailableError, EngineConfigError or EngineError with a reason.
+    """
+    check_runtime(config.runtime)
+    if config.fallback is not None:
+        check_runtime(config.fallback)
+    model = config.model_path
+
+    if config.runtime == "onnxruntime":
+        from perception.core.engines.onnxruntime_engine import (
+            OnnxRuntimeBuilder,
+            OnnxRuntimeEngine,
+        )
+
+        if config.cache_dir is None:
+            return OnnxRuntimeEngine(
+                model,
+                config.device,
+                list(config.providers) or None,
+                precision=config.precision,
+                intra_op_threads=config.threads,
+                allow_fallback=config.allow_fallback,
+            )
+        builder = OnnxRuntimeBuilder(
+            config.device,
+            intra_op_threads=config.threads,
+            providers=list(config.providers) or None,
+            input_shape=config.build_input_shape or (),
+        )
+        return CachedEngine(
+            model,
+            builder,
+            EngineCache(config.cache_dir),
+            fallback=_fallback_factory(config),
+            on_progress=on_progress,
+        )
+
+    if config.runtime == "torch":
+        from perception.core.engines.torch_engine import TorchEngine
+
+        shape = config.build_input_shape
+        return TorchEngine(
+            model,
+            config.device,
+            config.precision,
+            input_shape=(-1, *shape[1:]) if shape else (-1, 3, -1, -1),
+            threads=config.threads,
+        )
+
+    if config.runtime == "tensorrt":
+        from perception.core.engines.tensorrt_engine import TensorRTBuilder, TensorRTEngine
+
+        if config.is_plan:
+            meta: dict[str, str] = {}
+            if config.fallback_model_path and config.fallback_model_path.endswith(".onnx"):
+                meta = _onnx_metadata(config.fallback_model_path)
+            return TensorRTEngine(model, config.device, metadata=meta)
+        shape = config.build_input_shape or _onnx_input_shape(model)
+        trt_builder = TensorRTBuilder(
+            config.device,
+            config.precision,
+            shape if all(d > 0 for d in shape) else (),
+            metadata=_onnx_metadata(model),
+            name=Path(model).stem,
+        )
+        return CachedEngine(
+            model,
+            trt_builder,
+            EngineCache(config.cache_dir),
+            fallback=_fallback_factory(config),
+            on_progress=on_progress,
+        )
+
+    # torch_tensorrt
+    from perception.core.engines.torch_tensorrt_engine import TorchTensorRTBuilder
+
+    if config.build_input_shape is None:
+        raise EngineError(
+            f"runtime torch_tensorrt needs build_input_shape (B, C, H, W) for {Path(model).name}"
+        )
+    meta = {}
+    if config.fallback_model_path and config.fallback_model_path.endswith(".onnx"):
+        meta = _onnx_metadata(config.fallback_model_path)
+    tt_builder = TorchTensorRTBuilder(
+        config.device,
+        config.precision,
+        config.build_input_shape,
+        model_kind=TorchTensorRTBuilder.model_kind_of(model),
+        metadata=meta,
+        name=Path(model).stem,
+    )
+    return CachedEngine(
+        model,
+        tt_builder,
+        EngineCache(config.cache_dir),
+        fallback=_fallback_factory(config),
+        on_progress=on_progress,
+    )

@@ -1,0 +1,394 @@
+"""ONNX Runtime engine: CPU, CUDA and TensorRT execution providers.
+
+The model file is checked before a session is created (missing, empty,
+truncated, not ONNX -> ModelFileError with one line). A requested GPU provider
+that is not available, or that ONNX Runtime silently drops while creating the
+session (it only logs a warning when e.g. cuDNN is missing), raises
+RuntimeUnavailableError unless `allow_fallback=True`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perception.core.engines._common import (
+    _ONNX_TYPES,
+    cpu_name,
+    one_line,
+    parse_device,
+    run_chunked,
+    validate_batch,
+)
+from perception.core.engines.base import Engine, EngineInfo
+from perception.core.engines.cache import Builder, ProgressFn
+from perception.core.engines.onnx_proto import check_onnx_file
+from perception.core.errors import (
+    EngineError,
+    ModelFileError,
+    RuntimeUnavailableError,
+)
+
+__all__ = ["OPT_LEVELS", "OnnxRuntimeBuilder", "OnnxRuntimeEngine", "import_onnxruntime"]
+
+_log = logging.getLogger(__name__)
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+TRT_EP = "TensorrtExecutionProvider"
+
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+"""Graph optimisation levels, mapped to onnxruntime.GraphOptimizationLevel."""
+
+ProviderSpec = str | tuple[str, Mapping[str, Any]]
+
+
+def import_onnxruntime() -> Any:
+    """Import onnxruntime or raise RuntimeUnavailableError naming the package."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeUnavailableError(
+            "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu "
+            f"(CUDA/TensorRT providers) ({one_line(exc)})"
+        ) from None
+    return onnxruntime
+
+
+def _graph_level(ort: Any, level: str) -> Any:
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if level not in levels:
+        raise EngineError(f"graph_optimization must be one of {OPT_LEVELS}, got {level!r}")
+    return levels[level]
+
+
+def _trt_options(index: int, precision: str, trt_cache_dir: str | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "device_id": index,
+        "trt_fp16_enable": precision == "fp16",
+        "trt_int8_enable": precision == "int8",
+    }
+    if trt_cache_dir:
+        opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=trt_cache_dir)
+    return opts
+
+
+def _default_providers(
+    kind: str, index: int, precision: str, tensorrt: bool, trt_cache_dir: str | None
+) -> list[tuple[str, dict[str, Any]]]:
+    if kind == "cpu":
+        if tensorrt:
+            raise EngineError("the TensorRT execution provider needs device 'cuda[:N]', got 'cpu'")
+        return [(CPU_EP, {})]
+    providers: list[tuple[str, dict[str, Any]]] = []
+    if tensorrt:
+        providers.append((TRT_EP, _trt_options(index, precision, trt_cache_dir)))
+    # CPU stays last so nodes the GPU provider lacks can still run (a partial
+    # placement ONNX Runtime does by design); the whole-session fallback is
+    # what we refuse below.
+    providers += [(CUDA_EP, {"device_id": index}), (CPU_EP, {})]
+    return providers
+
+
+def _normalise(
+    providers: Sequence[ProviderSpec], index: int, precision: str, trt_cache_dir: str | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Provider names get the device id (and TensorRT precision) as options."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p in providers:
+        if isinstance(p, str):
+            if p == TRT_EP:
+                out.append((p, _trt_options(index, precision, trt_cache_dir)))
+            elif p == CUDA_EP:
+                out.append((p, {"device_id": index}))
+            else:
+                out.append((p, {}))
+        elif isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
+            out.append((p[0], dict(p[1])))
+        else:
+            raise EngineError(f"a provider is a name or (name, options), got {p!r}")
+    return out
+
+
+class OnnxRuntimeEngine(Engine):
+    """One ONNX Runtime session behind the `Engine` interface.
+
+    Args:
+        model_path: an .onnx file.
+        device: 'cpu', 'cuda' or 'cuda:N' (picks the default providers).
+        providers: explicit provider list (names or (name, options)); overrides
+            the defaults derived from `device`.
+        precision: 'fp32' or, with the TensorRT provider, 'fp16'/'int8'. A
+            model whose input is float16 reports 'fp16'.
+        intra_op_threads / inter_op_threads: ONNX Runtime thread pools
+            (None: its defaults, i.e. one thread per physical core).
+        graph_optimization: one of OPT_LEVELS.
+        optimized_model_path: if set, ONNX Runtime writes the optimised graph
+            there while creating the session (the cache's build step).
+        tensorrt: put the TensorRT execution provider first (device must be cuda).
+        trt_cache_dir: engine cache folder of the TensorRT provider.
+        allow_fallback: accept a session that ended up without a requested
+            GPU provider (logged as a warning) instead of raising.
+    """
+
+    runtime_name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        device: str = "cpu",
+        providers: Sequence[ProviderSpec] | None = None,
+        *,
+        precision: str = "fp32",
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        graph_optimization: str = "all",
+        optimized_model_path: str | os.PathLike[str] | None = None,
+        tensorrt: bool = False,
+        trt_cache_dir: str | None = None,
+        allow_fallback: bool = False,
+        log_severity: int = 3,
+    ) -> None:
+        ort = import_onnxruntime()
+        self._path = Path(model_path)
+        check_onnx_file(self._path)
+        kind, index = parse_device(device)
+        if precision not in ("fp32", "fp16", "int8"):
+            raise EngineError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        wanted = (
+            _normalise(providers, index, precision, trt_cache_dir)
+            if providers is not None
+            else _default_providers(kind, index, precision, tensorrt, trt_cache_dir)
+        )
+        if not wanted:
+            raise EngineError("providers is empty: name at least one execution provider")
+        available = set(ort.get_available_providers())
+        missing = [name for name, _ in wanted if name not in available]
+        if missing:
+            msg = (
+                f"onnxruntime {ort.__version__} lacks {', '.join(missing)} "
+                f"(available: {', '.join(sorted(available))}); for CUDA/TensorRT install "
+                "onnxruntime-gpu instead of onnxruntime"
+            )
+            if not allow_fallback:
+                raise RuntimeUnavailableError(msg)
+            _log.warning("%s; falling back as configured (allow_fallback=True)", msg)
+            wanted = [(n, o) for n, o in wanted if n in available] or [(CPU_EP, {})]
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = _graph_level(ort, graph_optimization)
+        so.log_severity_level = int(log_severity)
+        if intra_op_threads is not None:
+            so.intra_op_num_threads = int(intra_op_threads)
+        if inter_op_threads is not None:
+            so.inter_op_num_threads = int(inter_op_threads)
+        if optimized_model_path is not None:
+            so.optimized_model_filepath = str(optimized_model_path)
+        try:
+            session = ort.InferenceSession(
+                str(self._path),
+                sess_options=so,
+                providers=[n for n, _ in wanted],
+                provider_options=[o for _, o in wanted],
+            )
+        except Exception as exc:  # onnxruntime raises its own pybind exception classes
+            raise _classify(exc, self._path) from None
+
+        got = session.get_providers()
+        dropped = [n for n, _ in wanted if n not in got]
+        if dropped and dropped != [CPU_EP]:
+            msg = (
+                f"onnxruntime could not start {', '.join(dropped)} for {self._path.name} "
+                f"(session providers: {', '.join(got)}; check the CUDA/cuDNN/TensorRT libraries)"
+            )
+            if not allow_fallback:
+                raise RuntimeUnavailableError(msg)
+            _log.warning("%s; running on %s as configured (allow_fallback=True)", msg, got[0])
+
+        self._session = session
+        self._lock = threading.Lock()
+        inp = session.get_inputs()
+        if len(inp) != 1:
+            names = [i.name for i in inp]
+            raise ModelFileError(
+                f"{self._path.name}: expected a model with one image input, got {len(inp)}: {names}"
+            )
+        raw = list(inp[0].shape)
+        if len(raw) != 4:
+            raise ModelFileError(
+                f"{self._path.name}: expected a 4-D (B, C, H, W) input, got {inp[0].shape}"
+            )
+        self._in_name = inp[0].name
+        self._in_dtype = np.dtype(_ONNX_TYPES.get(inp[0].type, np.float32))
+        if self._in_dtype not in (np.float32, np.float16):
+            raise ModelFileError(
+                f"{self._path.name}: expected a float32/float16 image input, got {inp[0].type}"
+            )
+        shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in raw)
+        symbols = tuple(d if isinstance(d, str) else "" for d in raw)
+        outs = session.get_outputs()
+        self._out_names = [o.name for o in outs]
+        on_gpu = got[0] in (CUDA_EP, TRT_EP)
+        if self._in_dtype == np.float16:
+            actual_precision = "fp16"
+        elif got[0] == TRT_EP:
+            actual_precision = precision
+        else:
+            actual_precision = "fp32"
+            if precision != "fp32":
+                msg = (
+                    f"{self._path.name}: precision {precision} needs the TensorRT execution "
+                    f"provider or a float16 model; this session runs fp32 on {got[0]}"
+                )
+                if not allow_fallback:
+                    raise EngineError(msg)
+                _log.warning("%s (allow_fallback=True)", msg)
+        meta = session.get_modelmeta()
+        self._info = EngineInfo(
+            name=self._path.stem,
+            runtime=self.runtime_name,
+            device=f"cuda:{index}" if on_gpu else "cpu",
+            precision=actual_precision,
+            input_name=self._in_name,
+            input_shape=shape,  # type: ignore[arg-type]
+            input_dtype=self._in_dtype.name,
+            output_names=tuple(self._out_names),
+            output_shapes=tuple(
+                tuple(d if isinstance(d, int) and d > 0 else -1 for d in o.shape) for o in outs
+            ),
+            metadata=dict(meta.custom_metadata_map or {}),
+            input_symbols=symbols,
+            providers=tuple(got),
+            max_batch=shape[0] if shape[0] > 0 else -1,
+        )
+        self._fixed_batch = shape[0] if shape[0] > 0 else None
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def session(self) -> Any:
+        """The underlying onnxruntime.InferenceSession (for benchmarks and tools)."""
+        if self._session is None:
+            raise EngineError(f"{self._info.name}: engine is closed")
+        return self._session
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run (B, C, H, W) float32; outputs come back as float32 with batch B."""
+        batch = validate_batch(
+            batch,
+            self._info.input_shape,
+            f"{self.runtime_name}:{self._info.name}",
+            accepted=(np.float32, self._in_dtype.type),
+        )
+        if batch.dtype != self._in_dtype:
+            batch = batch.astype(self._in_dtype)
+        return run_chunked(
+            batch,
+            self._fixed_batch,
+            self._run,
+            f"{self.runtime_name}:{self._info.name}",
+            pad=self._fixed_batch is not None,
+        )
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        session = self._session
+        if session is None:
+            raise EngineError(f"{self._info.name}: engine is closed")
+        try:
+            outs = session.run(self._out_names, {self._in_name: batch})
+        except Exception as exc:  # pybind exception classes of onnxruntime
+            raise EngineError(
+                f"onnxruntime run failed for {self._info.name} with input {batch.shape}: "
+                f"{one_line(exc)}"
+            ) from None
+        return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outs]
+
+    def close(self) -> None:
+        with self._lock:
+            self._session = None
+
+
+def _classify(exc: Exception, path: Path) -> Exception:
+    """Map onnxruntime's session-creation exceptions to our typed errors."""
+    kind = type(exc).__name__
+    reason = one_line(exc)
+    if kind in ("InvalidProtobuf", "NoSuchFile", "NoModel", "InvalidGraph", "Fail"):
+        return ModelFileError(f"onnxruntime cannot load {path.name}: {kind}: {reason}")
+    if kind == "EPFail":
+        return RuntimeUnavailableError(f"onnxruntime execution provider failed: {reason}")
+    if kind == "NotImplemented":
+        return EngineError(f"onnxruntime does not support {path.name}: {reason}")
+    return EngineError(f"onnxruntime session for {path.name} failed: {kind}: {reason}")
+
+
+class OnnxRuntimeBuilder(Builder):
+    """The cache's build step for ONNX Runtime: serialise the optimised graph.
+
+    ONNX Runtime rewrites the graph (constant folding, fusions and, at level
+    'all', CPU-specific NCHWc layouts) every time a session is created.
+    Building writes that optimised graph once (`optimized_model_filepath`);
+    loading opens it with optimisation disabled. Level 'all' output is tied to
+    the CPU it was made on, which is why the cache key holds the device name.
+    """
+
+    runtime = "onnxruntime"
+    suffix = ".onnx"
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        level: str = "all",
+        intra_op_threads: int | None = None,
+        providers: Sequence[ProviderSpec] | None = None,
+        input_shape: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__("fp32", input_shape)
+        if level not in OPT_LEVELS or level == "disable":
+            raise EngineError(f"build level must be basic, extended or all, got {level!r}")
+        self.device = device
+        self.level = level
+        self.intra_op_threads = intra_op_threads
+        self.providers = providers
+
+    def runtime_version(self) -> str:
+        return f"{import_onnxruntime().__version__}/{self.level}"
+
+    def device_name(self) -> str:
+        kind, index = parse_device(self.device)
+        return cpu_name() if kind == "cpu" else f"cuda:{index}"
+
+    def build(self, model_path: Path, artifact_path: Path, progress: ProgressFn) -> None:
+        progress(0.05, f"optimising {model_path.name} with onnxruntime (level {self.level})")
+        engine = OnnxRuntimeEngine(
+            model_path,
+            self.device,
+            self.providers,
+            intra_op_threads=self.intra_op_threads,
+            graph_optimization=self.level,
+            optimized_model_path=artifact_path,
+        )
+        engine.close()
+        progress(1.0, f"wrote {artifact_path.name}")
+
+    def load(self, artifact_path: Path) -> Engine:
+        return OnnxRuntimeEngine(
+            artifact_path,
+            self.device,
+            self.providers,
+            intra_op_threads=self.intra_op_threads,
+            graph_optimization="disable",
+        )

@@ -1,0 +1,547 @@
+"""Single-camera multi-object tracker: ByteTrack-style association on a
+time-stepped Kalman filter, with OC-SORT-style observation-centric updates.
+
+One `Tracker` follows the boxes of one camera (one `frame_id`). Each accepted
+frame goes through:
+
+1. validation of the frame (frame_id, stamp order) and of every row (finite,
+   positive size) -- nothing in the track state changes before this passes;
+2. prediction of every track to the frame's stamp (dt from stamps, seconds);
+3. association, each stage an optimal assignment on an IoU cost matrix:
+   confirmed and lost tracks with high-score detections; still-unmatched
+   confirmed tracks with low-score detections (ByteTrack); leftover tracks by
+   their last observed box (OC-SORT recovery); tentative tracks with the
+   remaining high-score detections. Tracks never match another class unless
+   `class_consistent` is off;
+4. Kalman update of matched tracks; a track found again after a gap is
+   re-filtered along a straight virtual path from its last observation (OC-SORT
+   re-update), which removes the velocity drift accumulated while unseen;
+5. state changes: tentative -> confirmed after `min_hits`, confirmed -> lost
+   when unmatched, unmatched tentative -> removed, any track unseen for more
+   than `max_lost_s` seconds -> removed (checked first, before association, so
+   a stream that pauses cannot revive stale tracks); new tracks from
+   unmatched high-score detections.
+
+Track state is kept as arrays over tracks, so the cost per frame is a fixed
+number of numpy calls, whatever the number of boxes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, fields
+from enum import IntEnum
+
+import numpy as np
+
+from perception.core.tracking.config import TrackerConfig
+from perception.core.tracking.kalman import (
+    KalmanState,
+    kf_init,
+    kf_predict,
+    kf_update,
+)
+from perception.core.tracking.matching import iou_matrix, linear_assignment
+from perception.core.types import Detections
+
+__all__ = ["TrackInfo", "TrackState", "Tracker", "TrackerStats"]
+
+_LOG = logging.getLogger(__name__)
+_NS = 1_000_000_000
+_MAX_VIRTUAL_STEPS = 8  # coarser steps over long gaps: Q scales with dt
+
+
+class TrackState(IntEnum):
+    """Life cycle of a track."""
+
+    TENTATIVE = 0
+    CONFIRMED = 1
+    LOST = 2
+    REMOVED = 3
+
+
+# Plain ints for the hot path (enum attribute lookups cost more than the maths).
+_TENTATIVE = int(TrackState.TENTATIVE)
+_CONFIRMED = int(TrackState.CONFIRMED)
+_LOST = int(TrackState.LOST)
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """Snapshot of one live track (for inspection, logging and tests)."""
+
+    track_id: int
+    state: TrackState
+    xyxy: tuple[float, float, float, float]
+    class_id: int
+    score: float
+    hits: int
+    age_s: float
+    time_since_update_s: float
+
+
+@dataclass
+class TrackerStats:
+    """Counters of what the tracker accepted, rejected and did."""
+
+    frames: int = 0
+    frames_rejected_duplicate: int = 0
+    frames_rejected_out_of_order: int = 0
+    frames_rejected_frame_id: int = 0
+    resets: int = 0
+    rows: int = 0
+    rows_rejected_nonfinite: int = 0
+    rows_rejected_size: int = 0
+    tracks_created: int = 0
+    tracks_removed: int = 0
+
+    @property
+    def frames_rejected(self) -> int:
+        return (
+            self.frames_rejected_duplicate
+            + self.frames_rejected_out_of_order
+            + self.frames_rejected_frame_id
+        )
+
+    @property
+    def rows_rejected(self) -> int:
+        return self.rows_rejected_nonfinite + self.rows_rejected_size
+
+    def as_dict(self) -> dict[str, int]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["frames_rejected"] = self.frames_rejected
+        out["rows_rejected"] = self.rows_rejected
+        return out
+
+
+def _require_solver(solver: str) -> None:
+    """Fail at construction, not at the first ambiguous frame, when the
+    configured assignment solver is not installed."""
+    module = {"lap": "lap", "scipy": "scipy.optimize"}[solver]
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise ModuleNotFoundError(
+            f"tracker solver {solver!r} needs the {module.split('.')[0]!r} package, which is "
+            "not installed; install it or set solver to the other one ('lap' or 'scipy')"
+        )
+
+
+def _xyxy_to_cxcywh(b: np.ndarray) -> np.ndarray:
+    wh = b[:, 2:] - b[:, :2]
+    return np.concatenate((b[:, :2] + 0.5 * wh, wh), axis=1)
+
+
+def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
+    half = 0.5 * z[:, 2:]
+    return np.concatenate((z[:, :2] - half, z[:, :2] + half), axis=1)
+
+
+class Tracker:
+    """Tracks the boxes of one camera; `update()` once per image, in stamp order.
+
+    Track ids start at 1, are never reused and survive `reset()`, so an id is
+    unique for the tracker's lifetime. Rejected frames (duplicate or
+    out-of-order stamp, other frame_id) leave the tracks untouched and return
+    no boxes; see `stats`.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, frame_id: str | None = None) -> None:
+        if config is not None and not isinstance(config, TrackerConfig):
+            raise TypeError(f"config: expected TrackerConfig, got {type(config).__name__}")
+        self._cfg = config if config is not None else TrackerConfig()
+        _require_solver(self._cfg.solver)
+        self._frame_id = frame_id
+        self._next_id = 1
+        self.stats = TrackerStats()
+        self._clear()
+
+    # ------------------------------------------------------------ public API
+    @property
+    def config(self) -> TrackerConfig:
+        return self._cfg
+
+    def set_config(self, config: TrackerConfig) -> None:
+        """Swap parameters at run time (tracks are kept)."""
+        if not isinstance(config, TrackerConfig):
+            raise TypeError(f"config: expected TrackerConfig, got {type(config).__name__}")
+        _require_solver(config.solver)
+        self._cfg = config
+
+    @property
+    def frame_id(self) -> str | None:
+        """Camera frame this tracker follows (set by the first accepted frame)."""
+        return self._frame_id
+
+    @property
+    def last_stamp_ns(self) -> int | None:
+        return self._last_stamp
+
+    def __len__(self) -> int:
+        return int(self._ids.shape[0])
+
+    def reset(self) -> None:
+        """Drop every track (ids keep counting up, so none is ever reused)."""
+        self.stats.tracks_removed += len(self)
+        self._clear()
+
+    def tracks(self) -> list[TrackInfo]:
+        """Live tracks (tentative, confirmed and lost) at the last accepted stamp."""
+        now = self._last_stamp if self._last_stamp is not None else 0
+        boxes = self._kf.xyxy()
+        return [
+            TrackInfo(
+                track_id=int(self._ids[i]),
+                state=TrackState(int(self._state[i])),
+                xyxy=tuple(float(c) for c in boxes[i]),
+                class_id=int(self._cls[i]),
+                score=float(self._score[i]),
+                hits=int(self._hits[i]),
+                age_s=(now - int(self._start_ns[i])) / _NS,
+                time_since_update_s=(now - int(self._seen_ns[i])) / _NS,
+            )
+            for i in range(len(self))
+        ]
+
+    def update(self, det: Detections) -> Detections:
+        """Track one frame. Returns the confirmed tracks seen in it (their
+        detections, in input order, bad rows dropped; filtered boxes when
+        `output_filtered`), then lost tracks within `output_lost_s` at their
+        predicted boxes; `track_ids` set. A rejected frame returns no boxes."""
+        if not isinstance(det, Detections):
+            raise TypeError(f"det: expected Detections, got {type(det).__name__}")
+        cfg = self._cfg
+        stats = self.stats
+        stamp = det.stamp_ns
+
+        # ---- 1. validation: no state change above the "accepted" line.
+        if self._frame_id is not None and det.frame_id != self._frame_id:
+            stats.frames_rejected_frame_id += 1
+            _LOG.warning(
+                "tracker: rejected frame: expected frame_id %r, got %r",
+                self._frame_id, det.frame_id,
+            )
+            return self._empty_like(det)
+        reset = False
+        last = self._last_stamp
+        if last is not None and stamp <= last:
+            if stamp == last:
+                stats.frames_rejected_duplicate += 1
+                _LOG.warning("tracker[%s]: rejected frame: duplicate stamp %d ns",
+                             det.frame_id, stamp)
+                return self._empty_like(det)
+            if last - stamp <= cfg.reorder_tolerance_s * _NS:
+                stats.frames_rejected_out_of_order += 1
+                _LOG.warning(
+                    "tracker[%s]: rejected frame: stamp %d ns is %.3f s older than the last "
+                    "(%d ns); expected increasing stamps",
+                    det.frame_id, stamp, (last - stamp) / _NS, last,
+                )
+                return self._empty_like(det)
+            reset = True
+        n_in = len(det)
+        xyxy_in = det.xyxy
+        if n_in:
+            finite = np.isfinite(xyxy_in).all(axis=1) & np.isfinite(det.scores)
+            sized = (xyxy_in[:, 2] > xyxy_in[:, 0]) & (xyxy_in[:, 3] > xyxy_in[:, 1])
+            valid = finite & sized
+            n_valid = int(np.count_nonzero(valid))
+        else:
+            finite = sized = valid = None
+            n_valid = 0
+
+        # ---- accepted: from here on the state changes.
+        if reset:
+            _LOG.warning(
+                "tracker[%s]: stamp went back %.3f s (%d -> %d ns): clock reset, "
+                "dropping %d tracks",
+                det.frame_id, (last - stamp) / _NS, last, stamp, len(self),
+            )
+            stats.resets += 1
+            self.reset()
+            last = None
+        if self._frame_id is None:
+            self._frame_id = det.frame_id
+        stats.frames += 1
+        stats.rows += n_in
+        if n_valid < n_in:
+            bad_finite = int(np.count_nonzero(~finite))
+            stats.rows_rejected_nonfinite += bad_finite
+            stats.rows_rejected_size += int(np.count_nonzero(finite & ~sized))
+            _LOG.debug("tracker[%s]: dropped %d invalid rows", det.frame_id, n_in - n_valid)
+        first_frame = last is None
+        dt = 0.0 if first_frame else (stamp - last) / _NS
+        if not first_frame:
+            self._nominal_dt = dt if self._nominal_dt is None else 0.9 * self._nominal_dt + 0.1 * dt
+        self._last_stamp = stamp
+
+        # ---- 2. drop tracks unseen for too long (before they can match), then
+        # predict every other track to this stamp.
+        if len(self):
+            expired = stamp - self._seen_ns > int(cfg.max_lost_s * _NS)
+            if expired.any():
+                self._compact(~expired)
+        n_tracks = len(self)
+        kf = self._kf
+        if n_tracks and dt > 0.0:
+            lost = self._state == _LOST
+            if lost.any():
+                kf.v[lost, 2:] = 0.0  # an unseen box keeps its size
+            kf_predict(kf, dt, cfg.pos_noise, cfg.vel_noise)
+
+        if n_valid == n_in:
+            rows = np.arange(n_in)
+            boxes = xyxy_in.astype(np.float64)
+            scores = det.scores
+            classes = det.class_ids
+        else:
+            rows = np.flatnonzero(valid)
+            boxes = xyxy_in[rows].astype(np.float64)
+            scores = det.scores[rows]
+            classes = det.class_ids[rows]
+        high = scores >= cfg.high_score
+        used = np.zeros(n_valid, bool)
+        track_det = np.full(n_tracks, -1, np.intp)
+
+        # ---- 3. association stages.
+        if n_tracks and n_valid:
+            state = self._state
+            pred = kf.xyxy()
+            pool = np.flatnonzero(state != _TENTATIVE)
+            hi = np.flatnonzero(high)
+            self._associate(pool, hi, pred, boxes, scores, classes, cfg.match_iou,
+                            cfg.fuse_score, track_det, used)
+            low = np.flatnonzero(~high & (scores >= cfg.low_score))
+            if low.size:
+                left = pool[(track_det[pool] < 0) & (state[pool] == _CONFIRMED)]
+                self._associate(left, low, pred, boxes, scores, classes, cfg.match_iou_low,
+                                False, track_det, used)
+            if cfg.recovery:
+                left = pool[track_det[pool] < 0]
+                hi_left = hi[~used[hi]]
+                if left.size and hi_left.size:
+                    last_obs = _cxcywh_to_xyxy(self._obs)
+                    self._associate(left, hi_left, last_obs, boxes, scores, classes,
+                                    cfg.recovery_iou, False, track_det, used,
+                                    max_scale=cfg.recovery_max_scale)
+            tent = np.flatnonzero(state == _TENTATIVE)
+            if tent.size:
+                hi_left = hi[~used[hi]]
+                self._associate(tent, hi_left, pred, boxes, scores, classes,
+                                cfg.match_iou_tentative, cfg.fuse_score, track_det, used)
+
+        # ---- 4. Kalman update of matched tracks.
+        if n_tracks:
+            state = self._state
+            matched = np.flatnonzero(track_det >= 0)
+            if matched.size:
+                z = _xyxy_to_cxcywh(boxes[track_det[matched]])
+                refound = state[matched] == _LOST
+                if cfg.observation_centric and refound.any():
+                    self._reupdate(matched[refound], z[refound], stamp)
+                    normal, zn = matched[~refound], z[~refound]
+                else:
+                    normal, zn = matched, z
+                if normal.size:
+                    sub = kf.take(normal)
+                    kf_update(sub, zn, cfg.meas_noise)
+                    kf.put(normal, sub)
+                self._saved.put(matched, kf.take(matched))
+                md = track_det[matched]
+                self._hits[matched] += 1
+                self._seen_ns[matched] = stamp
+                self._obs[matched] = z
+                self._score[matched] = scores[md]
+                if not cfg.class_consistent:
+                    self._cls[matched] = classes[md]
+                self._row[matched] = md
+                promote = (state[matched] != _TENTATIVE) | (
+                    self._hits[matched] >= cfg.min_hits
+                )
+                state[matched[promote]] = _CONFIRMED
+            unmatched = track_det < 0
+            state[unmatched & (state == _CONFIRMED)] = _LOST
+            remove = unmatched & (state == _TENTATIVE)
+            if remove.any():
+                self._compact(~remove)
+
+        # ---- 5. new tracks from unmatched high-score detections.
+        if n_valid:
+            new = np.flatnonzero(~used & (scores >= cfg.new_track_score) & high)
+            if new.size:
+                self._spawn(new, boxes, scores, classes, stamp, first_frame)
+
+        return self._output(det, rows, stamp)
+
+    # ------------------------------------------------------------ internals
+    def _clear(self) -> None:
+        self._kf = KalmanState.empty()
+        self._saved = KalmanState.empty()
+        self._ids = np.zeros(0, np.int64)
+        self._state = np.zeros(0, np.int8)
+        self._cls = np.zeros(0, np.int32)
+        self._score = np.zeros(0, np.float32)
+        self._hits = np.zeros(0, np.int32)
+        self._start_ns = np.zeros(0, np.int64)
+        self._seen_ns = np.zeros(0, np.int64)
+        self._obs = np.zeros((0, 4), np.float64)
+        self._row = np.zeros(0, np.intp)
+        self._last_stamp: int | None = None
+        self._nominal_dt: float | None = None
+
+    @staticmethod
+    def _empty_like(det: Detections) -> Detections:
+        return Detections.empty(
+            stamp_ns=det.stamp_ns, frame_id=det.frame_id, image_size=det.image_size
+        )
+
+    def _associate(
+        self,
+        tracks: np.ndarray,
+        dets: np.ndarray,
+        track_boxes: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        classes: np.ndarray,
+        min_iou: float,
+        fuse: bool,
+        track_det: np.ndarray,
+        used: np.ndarray,
+        max_scale: float | None = None,
+    ) -> None:
+        """One assignment stage between track rows and detection rows; records
+        matches in `track_det` / `used`. With `max_scale`, pairs whose box
+        heights differ by more than that factor are not matched."""
+        if tracks.size == 0 or dets.size == 0:
+            return
+        tb = track_boxes[tracks]
+        db = boxes[dets]
+        sim = iou_matrix(tb, db)
+        if fuse:
+            sim *= scores[dets]
+        if max_scale is not None:
+            ratio = (tb[:, 3:4] - tb[:, 1:2]) / (db[:, 3] - db[:, 1])[None, :]
+            sim[(ratio > max_scale) | (ratio * max_scale < 1.0)] = -1.0
+        if self._cfg.class_consistent:
+            sim[self._cls[tracks][:, None] != classes[dets][None, :]] = -1.0
+        cost = 1.0 - sim
+        r, c = linear_assignment(cost, 1.0 - min_iou, self._cfg.solver)
+        if r.size:
+            track_det[tracks[r]] = dets[c]
+            used[dets[c]] = True
+
+    def _reupdate(self, idx: np.ndarray, z: np.ndarray, stamp: int) -> None:
+        """OC-SORT observation-centric re-update: restart each re-found track
+        from its state at the last observation and filter it along a straight
+        virtual path of observations to the new one, at the nominal frame
+        interval. This replaces the drifted prediction made while unseen.
+        All re-found tracks are stepped together (shorter gaps stop early)."""
+        cfg = self._cfg
+        gap = (stamp - self._seen_ns[idx]).astype(np.float64) / _NS
+        nominal = self._nominal_dt
+        if nominal is not None and nominal > 0.0:
+            steps = np.clip(np.rint(gap / nominal), 1, _MAX_VIRTUAL_STEPS).astype(np.int64)
+        else:
+            steps = np.ones(idx.size, np.int64)
+        st = self._saved.take(idx)  # a copy: the saved state stays as it was
+        z0 = self._obs[idx]
+        dz = z - z0
+        step_dt = (gap / steps)[:, None]
+        inv = 1.0 / steps
+        for s in range(1, int(steps.max()) + 1):
+            active = (s <= steps)[:, None]
+            frac = (np.minimum(s, steps) * inv)[:, None]
+            kf_predict(st, np.where(active, step_dt, 0.0), cfg.pos_noise, cfg.vel_noise)
+            kf_update(st, z0 + dz * frac, cfg.meas_noise, active)
+        self._kf.put(idx, st)
+
+    def _output(self, det: Detections, rows: np.ndarray, stamp: int) -> Detections:
+        """Confirmed tracks observed at `stamp` (in input row order), then lost
+        tracks still within `output_lost_s` at their predicted boxes."""
+        cfg = self._cfg
+        state = self._state
+        seen = (state == _CONFIRMED) & (self._seen_ns == stamp)
+        sel = np.flatnonzero(seen)
+        src = rows[self._row[sel]]
+        order = np.argsort(src, kind="stable")
+        sel, src = sel[order], src[order]
+        if cfg.output_filtered:
+            xyxy = self._kf.take(sel).xyxy().astype(np.float32)
+        else:
+            xyxy = det.xyxy[src]
+        scores = det.scores[src]
+        classes = det.class_ids[src]
+        if cfg.output_lost_s > 0.0:
+            coast = np.flatnonzero(
+                (state == _LOST)
+                & (stamp - self._seen_ns <= int(cfg.output_lost_s * _NS))
+            )
+            width, height = det.image_size
+            if coast.size and width > 0 and height > 0:
+                # A box reaching the image border is most likely leaving it.
+                b = self._kf.take(coast).xyxy()
+                inside = (b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] <= width) & (
+                    b[:, 3] <= height
+                )
+                coast = coast[inside]
+            if coast.size:
+                sel = np.concatenate((sel, coast))
+                xyxy = np.concatenate((xyxy, self._kf.take(coast).xyxy().astype(np.float32)))
+                scores = np.concatenate((scores, self._score[coast]))
+                classes = np.concatenate((classes, self._cls[coast]))
+        if sel.size == 0:
+            return self._empty_like(det)
+        return Detections(
+            xyxy=xyxy,
+            scores=scores,
+            class_ids=classes,
+            track_ids=self._ids[sel],
+            stamp_ns=stamp,
+            frame_id=det.frame_id,
+            image_size=det.image_size,
+        )
+
+    def _compact(self, keep: np.ndarray) -> None:
+        self.stats.tracks_removed += int(keep.size - np.count_nonzero(keep))
+        self._kf = self._kf.take(keep)
+        self._saved = self._saved.take(keep)
+        self._ids = self._ids[keep]
+        self._state = self._state[keep]
+        self._cls = self._cls[keep]
+        self._score = self._score[keep]
+        self._hits = self._hits[keep]
+        self._start_ns = self._start_ns[keep]
+        self._seen_ns = self._seen_ns[keep]
+        self._obs = self._obs[keep]
+        self._row = self._row[keep]
+
+    def _spawn(
+        self,
+        new: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        classes: np.ndarray,
+        stamp: int,
+        first_frame: bool,
+    ) -> None:
+        """Start tracks at detections `new` (confirmed at once on the first
+        frame or when `min_hits` is 1)."""
+        cfg = self._cfg
+        k = int(new.size)
+        z = _xyxy_to_cxcywh(boxes[new])
+        ids = np.arange(self._next_id, self._next_id + k, dtype=np.int64)
+        self._next_id += k
+        self.stats.tracks_created += k
+        confirmed = (first_frame and cfg.confirm_first_frame) or cfg.min_hits <= 1
+        st = kf_init(z, cfg.init_pos_noise, cfg.init_vel_noise)
+        self._kf = self._kf.append(st)
+        self._saved = self._saved.append(kf_init(z, cfg.init_pos_noise, cfg.init_vel_noise))
+        self._ids = np.concatenate((self._ids, ids))
+        state = _CONFIRMED if confirmed else _TENTATIVE
+        self._state = np.concatenate((self._state, np.full(k, state, np.int8)))
+        self._cls = np.concatenate((self._cls, classes[new]))
+        self._score = np.concatenate((self._score, scores[new]))
+        self._hits = np.concatenate((self._hits, np.ones(k, np.int32)))
+        self._start_ns = np.concatenate((self._start_ns, np.full(k, stamp, np.int64)))
+        self._seen_ns = np.concatenate((self._seen_ns, np.full(k, stamp, np.int64)))
+        self._obs = np.concatenate((self._obs, z))
+        self._row = np.concatenate((self._row, new.astype(np.intp)))
