@@ -15,8 +15,12 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
         ("share/" + PACKAGE_NAME, ["package.xml"]),
         ("share/" + PACKAGE_NAME + "/launch", glob("launch/*.launch.py")),
-        ("share/" + PACKAGE_NAME + "/config", glob("config/*.yaml")),
+        (
+            "share/" + PACKAGE_NAME + "/config",
+            glob("config/*.yaml") + glob("config/*.labels") + glob("config/*.xml"),
+        ),
     ],
+    package_data={"perception.ros": ["specs/*.yaml"]},
     install_requires=["setuptools", "numpy>=1.21", "PyYAML"],
     extras_require={
         "cpu": ["onnxruntime", "opencv-python-headless", "scipy", "lap"],
@@ -31,7 +35,15 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "detector_node = perception.ros.detector_node:main",
+            "detector_lifecycle_node = perception.ros.detector_node:lifecycle_main",
+            "tracker_node = perception.ros.tracker_node:main",
+            "run_config = perception.ros.run_config:main",
+            "image_publisher = perception.ros.tools.image_publisher:main",
             "detection_echo = perception.ros.tools.detection_echo:main",
+            "perception_run = perception.cli.run:main",
+            "perception_detect = perception.cli.detect:main",
+            "perception_track = perception.cli.track:main",
         ],
     },
 )

@@ -99,8 +99,11 @@ def generated_scene(n_boxes: tuple[int, int], n_frames: int, seed: int) -> list[
 
 def summarize(times_s: list[float]) -> dict[str, float]:
     a = np.asarray(times_s) * 1e3
-    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)),
-            "frames": len(a)}
+    return {
+        "median_ms": float(np.median(a)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "frames": len(a),
+    }
 
 
 # ---------------------------------------------------------------- boxmot worker
@@ -129,23 +132,38 @@ def worker(job_path: str, result_path: str) -> None:
                 out = tracker.update(dets, img)
                 times.append(time.perf_counter() - t0)
                 for r in np.asarray(out).reshape(-1, out.shape[1] if len(out) else 8):
-                    rows.append([k, int(r[4]), float(r[0]), float(r[1]),
-                                 float(r[2] - r[0]), float(r[3] - r[1])])
+                    rows.append(
+                        [
+                            k,
+                            int(r[4]),
+                            float(r[0]),
+                            float(r[1]),
+                            float(r[2] - r[0]),
+                            float(r[3] - r[1]),
+                        ]
+                    )
             result["runs"][f"{name}/{key}"] = {"rows": rows, "times": times}
     Path(result_path).write_text(json.dumps(result))
 
 
 def run_boxmot(python: Path, jobs: dict) -> dict | None:
     if not python.exists():
-        print(f"boxmot venv not found at {python}: run bench/setup_bench_tracking.sh; "
-              "reporting this tracker only", file=sys.stderr)
+        print(
+            f"boxmot venv not found at {python}: run bench/setup_bench_tracking.sh; "
+            "reporting this tracker only",
+            file=sys.stderr,
+        )
         return None
     with tempfile.TemporaryDirectory() as tmp:
         job, res = Path(tmp) / "jobs.json", Path(tmp) / "result.json"
         job.write_text(json.dumps(jobs))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-        subprocess.run([str(python), str(Path(__file__).resolve()), "--worker", str(job),
-                        str(res)], check=True, env=env, timeout=1800)
+        subprocess.run(
+            [str(python), str(Path(__file__).resolve()), "--worker", str(job), str(res)],
+            check=True,
+            env=env,
+            timeout=1800,
+        )
         return json.loads(res.read_text())
 
 
@@ -165,8 +183,12 @@ def run_ours(jobs: dict) -> tuple[dict, dict]:
             a = np.asarray(frame, np.float32).reshape(-1, 6)
             t0 = time.perf_counter()
             det = Detections.from_arrays(
-                a[:, :4], a[:, 4], a[:, 5], stamp_ns=round((k - 1) * NS / job["fps"]),
-                frame_id="bench", image_size=IMAGE_SIZE if key in SEQUENCES else (0, 0),
+                a[:, :4],
+                a[:, 4],
+                a[:, 5],
+                stamp_ns=round((k - 1) * NS / job["fps"]),
+                frame_id="bench",
+                image_size=IMAGE_SIZE if key in SEQUENCES else (0, 0),
             )
             t1 = time.perf_counter()
             out = tracker.update(det)
@@ -176,8 +198,10 @@ def run_ours(jobs: dict) -> tuple[dict, dict]:
             for box, tid in zip(out.xywh.tolist(), out.track_ids.tolist(), strict=True):
                 rows.append([k, tid, *box])
         runs[key] = {"rows": rows, "times": times, "times_with_build": times_build}
-    meta = {"perception_version": getattr(perception, "__version__", "0.1.0"),
-            "config": cfg.as_dict()}
+    meta = {
+        "perception_version": getattr(perception, "__version__", "0.1.0"),
+        "config": cfg.as_dict(),
+    }
     return runs, meta
 
 
@@ -189,18 +213,26 @@ def score(mm, gt: np.ndarray, rows: list) -> dict[str, float]:
         dist = mm.distances.iou_matrix(g[:, 2:6], h[:, 2:6], max_iou=0.5)
         acc.update(g[:, 1].astype(int).tolist(), h[:, 1].astype(int).tolist(), dist, frameid=f)
     s = mm.metrics.create().compute(
-        acc, metrics=["mota", "idf1", "num_switches", "num_false_positives", "num_misses"],
+        acc,
+        metrics=["mota", "idf1", "num_switches", "num_false_positives", "num_misses"],
         name="seq",
     )
-    return {"mota": float(s["mota"].iloc[0]), "idf1": float(s["idf1"].iloc[0]),
-            "idsw": int(s["num_switches"].iloc[0]), "fp": int(s["num_false_positives"].iloc[0]),
-            "fn": int(s["num_misses"].iloc[0])}
+    return {
+        "mota": float(s["mota"].iloc[0]),
+        "idf1": float(s["idf1"].iloc[0]),
+        "idsw": int(s["num_switches"].iloc[0]),
+        "fp": int(s["num_false_positives"].iloc[0]),
+        "fn": int(s["num_misses"].iloc[0]),
+    }
 
 
 def score_all(mm, to_score: dict) -> dict:
-    return {seq: {name: score(mm, load_mot(Path(job["gt"])), rows)
-                  for name, rows in job["rows"].items()}
-            for seq, job in to_score.items()}
+    return {
+        seq: {
+            name: score(mm, load_mot(Path(job["gt"])), rows) for name, rows in job["rows"].items()
+        }
+        for seq, job in to_score.items()
+    }
 
 
 def score_worker(job_path: str, result_path: str) -> None:
@@ -213,8 +245,11 @@ def run_score_worker(python: Path, to_score: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         job, res = Path(tmp) / "score.json", Path(tmp) / "result.json"
         job.write_text(json.dumps(to_score))
-        subprocess.run([str(python), str(Path(__file__).resolve()), "--score-worker", str(job),
-                        str(res)], check=True, timeout=600)
+        subprocess.run(
+            [str(python), str(Path(__file__).resolve()), "--score-worker", str(job), str(res)],
+            check=True,
+            timeout=600,
+        )
         return json.loads(res.read_text())
 
 
@@ -224,19 +259,21 @@ def motmetrics_dir_from(python: Path) -> Path | None:
         return None
     proc = subprocess.run(
         [str(python), "-c", "import motmetrics, os; print(os.path.dirname(motmetrics.__file__))"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return Path(proc.stdout.strip()) / "data" if proc.returncode == 0 else None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--boxmot-python", type=Path,
-                   default=ROOT / ".venv-bench-tracking" / "bin" / "python")
+    p.add_argument(
+        "--boxmot-python", type=Path, default=ROOT / ".venv-bench-tracking" / "bin" / "python"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tracking.json")
     p.add_argument("--worker", nargs=2, metavar=("JOBS", "RESULT"), help=argparse.SUPPRESS)
-    p.add_argument("--score-worker", nargs=2, metavar=("JOBS", "RESULT"),
-                   help=argparse.SUPPRESS)
+    p.add_argument("--score-worker", nargs=2, metavar=("JOBS", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(*args.worker)
@@ -258,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         for seq, job in tud_inputs(data_dir).items():
             jobs[seq] = {**job, "fps": FPS}
     else:
-        print("motmetrics not found here nor in the boxmot venv: TUD accuracy skipped",
-              file=sys.stderr)
+        print(
+            "motmetrics not found here nor in the boxmot venv: TUD accuracy skipped",
+            file=sys.stderr,
+        )
     jobs["gen_3_10"] = {"frames": generated_scene((3, 10), 1500, seed=1), "fps": 30.0}
     jobs["gen_200"] = {"frames": generated_scene((200, 200), 300, seed=2), "fps": 30.0}
 
@@ -272,15 +311,21 @@ def main(argv: list[str] | None = None) -> int:
             trackers[name] = {k: theirs["runs"][f"{name}/{k}"] for k in jobs}
     accuracy: dict[str, dict] = {}
     if data_dir is not None:
-        to_score = {seq: {"gt": str(data_dir / seq / "gt.txt"),
-                          "rows": {name: runs[seq]["rows"] for name, runs in trackers.items()}}
-                    for seq in SEQUENCES}
+        to_score = {
+            seq: {
+                "gt": str(data_dir / seq / "gt.txt"),
+                "rows": {name: runs[seq]["rows"] for name, runs in trackers.items()},
+            }
+            for seq in SEQUENCES
+        }
         if mm is not None:
             accuracy = score_all(mm, to_score)
         else:
             accuracy = run_score_worker(args.boxmot_python, to_score)
-    speed = {key: {name: summarize(runs[key]["times"]) for name, runs in trackers.items()}
-             for key in jobs}
+    speed = {
+        key: {name: summarize(runs[key]["times"]) for name, runs in trackers.items()}
+        for key in jobs
+    }
     for key in jobs:
         speed[key]["ours_with_detections_build"] = summarize(ours[key]["times_with_build"])
 
@@ -289,25 +334,36 @@ def main(argv: list[str] | None = None) -> int:
         for seq in accuracy:
             a = accuracy[seq]
             checks[f"{seq}: MOTA >= both"] = a["ours"]["mota"] >= max(
-                a["ByteTrack"]["mota"], a["OcSort"]["mota"])
+                a["ByteTrack"]["mota"], a["OcSort"]["mota"]
+            )
             checks[f"{seq}: IDF1 >= both"] = a["ours"]["idf1"] >= max(
-                a["ByteTrack"]["idf1"], a["OcSort"]["idf1"])
+                a["ByteTrack"]["idf1"], a["OcSort"]["idf1"]
+            )
             checks[f"{seq}: IDsw <= both"] = a["ours"]["idsw"] <= min(
-                a["ByteTrack"]["idsw"], a["OcSort"]["idsw"])
-        for key, limit in (("gen_3_10", TARGETS["small_ratio_max"]),
-                           ("gen_200", TARGETS["large_ratio_max"])):
+                a["ByteTrack"]["idsw"], a["OcSort"]["idsw"]
+            )
+        for key, limit in (
+            ("gen_3_10", TARGETS["small_ratio_max"]),
+            ("gen_200", TARGETS["large_ratio_max"]),
+        ):
             ratio = speed[key]["ours"]["median_ms"] / speed[key]["ByteTrack"]["median_ms"]
             speed[key]["ratio_vs_ByteTrack"] = ratio
             speed[key]["ratio_vs_OcSort"] = (
-                speed[key]["ours"]["median_ms"] / speed[key]["OcSort"]["median_ms"])
+                speed[key]["ours"]["median_ms"] / speed[key]["OcSort"]["median_ms"]
+            )
             checks[f"{key}: median <= {limit:.3f} x ByteTrack"] = ratio <= limit
 
     result = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "numpy": np.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "numpy": np.__version__,
+        },
         "perception": meta,
-        "boxmot": None if theirs is None else {"version": theirs["boxmot_version"],
-                                               "torch": theirs["torch_version"]},
+        "boxmot": None
+        if theirs is None
+        else {"version": theirs["boxmot_version"], "torch": theirs["torch_version"]},
         "accuracy": accuracy,
         "speed": speed,
         "checks": checks,
@@ -316,12 +372,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
 
     print("\nAccuracy (motmetrics IoU 0.5; detections = test.txt boxes, score 1.0)")
-    print(f"{'sequence':16s} {'tracker':10s} {'MOTA':>7s} {'IDF1':>7s} {'IDsw':>5s} "
-          f"{'FP':>4s} {'FN':>4s}")
+    print(
+        f"{'sequence':16s} {'tracker':10s} {'MOTA':>7s} {'IDF1':>7s} {'IDsw':>5s} "
+        f"{'FP':>4s} {'FN':>4s}"
+    )
     for seq, rows in accuracy.items():
         for name, m in rows.items():
-            print(f"{seq:16s} {name:10s} {m['mota']:7.4f} {m['idf1']:7.4f} {m['idsw']:5d} "
-                  f"{m['fp']:4d} {m['fn']:4d}")
+            print(
+                f"{seq:16s} {name:10s} {m['mota']:7.4f} {m['idf1']:7.4f} {m['idsw']:5d} "
+                f"{m['fp']:4d} {m['fn']:4d}"
+            )
     print("\nPer-frame update() time, median ms (p90)")
     names = list(trackers)
     print(f"{'scene':16s} " + " ".join(f"{n:>17s}" for n in names) + "   ours/ByteTrack")

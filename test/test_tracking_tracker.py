@@ -107,23 +107,33 @@ def test_lost_track_coasts_at_its_prediction_inside_the_image() -> None:
     t = Tracker(cfg)
     size = (640, 480)
     for k in range(15):  # 100 px/s to the right
-        t.update(Detections.from_arrays(
-            [moved(4 * k)], [0.9], [0], stamp_ns=40 * k * MS, frame_id="cam", image_size=size))
+        t.update(
+            Detections.from_arrays(
+                [moved(4 * k)], [0.9], [0], stamp_ns=40 * k * MS, frame_id="cam", image_size=size
+            )
+        )
     out = t.update(Detections.empty(stamp_ns=600 * MS, frame_id="cam", image_size=size))
     assert out.track_ids.tolist() == [1]
     # At the predicted box (x 160), ahead of the last observed one (x 156).
     np.testing.assert_allclose(out.xyxy[0], moved(60), atol=1.5)
-    assert len(t.update(Detections.empty(stamp_ns=660 * MS, frame_id="cam",
-                                         image_size=size))) == 0  # 0.06 s > 0.05 s
+    assert (
+        len(t.update(Detections.empty(stamp_ns=660 * MS, frame_id="cam", image_size=size))) == 0
+    )  # 0.06 s > 0.05 s
     # A box at the image border is leaving: not coasted.
     t2 = Tracker(cfg)
     edge = [600.0, 100.0, 640.0, 180.0]
-    t2.update(Detections.from_arrays([edge], [0.9], [0], stamp_ns=0, frame_id="c",
-                                     image_size=size))
-    t2.update(Detections.from_arrays([[602.0, 100.0, 642.0, 180.0]], [0.9], [0],
-                                     stamp_ns=40 * MS, frame_id="c", image_size=size))
-    assert len(t2.update(Detections.empty(stamp_ns=80 * MS, frame_id="c",
-                                          image_size=size))) == 0
+    t2.update(Detections.from_arrays([edge], [0.9], [0], stamp_ns=0, frame_id="c", image_size=size))
+    t2.update(
+        Detections.from_arrays(
+            [[602.0, 100.0, 642.0, 180.0]],
+            [0.9],
+            [0],
+            stamp_ns=40 * MS,
+            frame_id="c",
+            image_size=size,
+        )
+    )
+    assert len(t2.update(Detections.empty(stamp_ns=80 * MS, frame_id="c", image_size=size))) == 0
 
 
 def test_min_hits_one_outputs_new_tracks_at_once() -> None:

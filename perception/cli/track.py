@@ -45,29 +45,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("detections", help="MOTChallenge det file, or - for stdin")
     p.add_argument("-o", "--output", default="-", help="tracks file (default: stdout)")
-    p.add_argument("--fps", type=float, required=True,
-                   help="frame rate: frame n is stamped (n - 1) / fps seconds")
-    p.add_argument("--score", type=float, default=None,
-                   help="use this score for every row instead of the file's column 7")
+    p.add_argument(
+        "--fps",
+        type=float,
+        required=True,
+        help="frame rate: frame n is stamped (n - 1) / fps seconds",
+    )
+    p.add_argument(
+        "--score",
+        type=float,
+        default=None,
+        help="use this score for every row instead of the file's column 7",
+    )
     p.add_argument("--class-id", type=int, default=0, help="class of every row (default 0)")
-    p.add_argument("--image-size", type=_image_size, default=(0, 0),
-                   help="WIDTHxHEIGHT of the images (used when coasting lost tracks)")
-    p.add_argument("--log-level", default="WARNING",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=(0, 0),
+        help="WIDTHxHEIGHT of the images (used when coasting lost tracks)",
+    )
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     g = p.add_argument_group("tracker parameters (defaults of TrackerConfig)")
     defaults = TrackerConfig()
     for f in fields(TrackerConfig):
         opt = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
-            g.add_argument(opt, action=argparse.BooleanOptionalAction, default=default,
-                           help=f"(default {default})")
+            g.add_argument(
+                opt,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"(default {default})",
+            )
         elif f.name == "solver":
-            g.add_argument(opt, choices=["lap", "scipy"], default=default,
-                           help=f"(default {default})")
+            g.add_argument(
+                opt, choices=["lap", "scipy"], default=default, help=f"(default {default})"
+            )
         else:
-            g.add_argument(opt, type=type(default), default=default,
-                           help=f"(default {default})")
+            g.add_argument(opt, type=type(default), default=default, help=f"(default {default})")
     return p
 
 
@@ -89,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _LOG.error("cannot read %s: %s", args.detections, exc)
         return 2
     tracker = Tracker(cfg, frame_id="mot")
-    frames = frames_from_mot(rows, args.fps, frame_id="mot", class_id=args.class_id,
-                             score=args.score, image_size=args.image_size)
+    frames = frames_from_mot(
+        rows,
+        args.fps,
+        frame_id="mot",
+        class_id=args.class_id,
+        score=args.score,
+        image_size=args.image_size,
+    )
     results = ((f, tracker.update(det)) for f, det in frames)
     try:
         if args.output == "-":

@@ -27,9 +27,7 @@ from dataclasses import fields
 from functools import partial
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -38,12 +36,20 @@ from vision_msgs.msg import Detection2DArray
 from perception.core.tracking import MultiCameraTracker, TrackerConfig, TrackerConfigError
 from perception.ros.conversions import detections_to_msg, msg_to_detections
 from perception.ros.params import ParameterError, ParamSpec, declare_from_spec, validate
+from perception.ros.runner import run_node
 
 __all__ = ["TrackerNode", "main", "tracker_param_specs"]
 
 PREFIX = "tracker."
-_UNIT_RANGE = {"high_score", "low_score", "new_track_score", "match_iou", "match_iou_low",
-               "match_iou_tentative", "recovery_iou"}
+_UNIT_RANGE = {
+    "high_score",
+    "low_score",
+    "new_track_score",
+    "match_iou",
+    "match_iou_low",
+    "match_iou_tentative",
+    "recovery_iou",
+}
 _ROS_TYPE = {"float": "double", "int": "int", "bool": "bool", "Solver": "string"}
 
 
@@ -83,8 +89,8 @@ def tracker_param_specs() -> dict[str, ParamSpec]:
 class TrackerNode(Node):
     """Plain rclpy node around `MultiCameraTracker` (one per input topic)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__("tracker_node", **kwargs)
+    def __init__(self, node_name: str = "tracker", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
         self._declare_static()
         self._specs = {PREFIX + k: v for k, v in tracker_param_specs().items()}
         try:
@@ -114,18 +120,30 @@ class TrackerNode(Node):
             return ParameterDescriptor(description=desc, type=ptype, read_only=True)
 
         arr = ParameterType.PARAMETER_STRING_ARRAY
-        self.declare_parameter("input_topics", ["detections"],
-                               ro("Detection2DArray topics to track (one tracker set each).", arr))
-        self.declare_parameter("output_topics", [""],
-                               ro("Tracks topic per input; [''] = '<input>/tracks'.", arr))
-        self.declare_parameter("class_names", [""],
-                               ro("Class names, index = class id; [''] = numeric ids.", arr))
-        self.declare_parameter("class_format", "name",
-                               ro("Class written as 'name' or numeric 'id'.",
-                                  ParameterType.PARAMETER_STRING))
-        self.declare_parameter("qos_depth", 10,
-                               ro("Queue depth of subscriptions and publishers (>= 1).",
-                                  ParameterType.PARAMETER_INTEGER))
+        self.declare_parameter(
+            "input_topics",
+            ["detections"],
+            ro("Detection2DArray topics to track (one tracker set each).", arr),
+        )
+        self.declare_parameter(
+            "output_topics", [""], ro("Tracks topic per input; [''] = '<input>/tracks'.", arr)
+        )
+        self.declare_parameter(
+            "class_names", [""], ro("Class names, index = class id; [''] = numeric ids.", arr)
+        )
+        self.declare_parameter(
+            "class_format",
+            "name",
+            ro("Class written as 'name' or numeric 'id'.", ParameterType.PARAMETER_STRING),
+        )
+        self.declare_parameter(
+            "qos_depth",
+            10,
+            ro(
+                "Queue depth of subscriptions and publishers (>= 1).",
+                ParameterType.PARAMETER_INTEGER,
+            ),
+        )
         inputs = [t for t in self.get_parameter("input_topics").value if t]
         outputs = [t for t in self.get_parameter("output_topics").value if t]
         if not inputs:
@@ -200,25 +218,8 @@ class TrackerNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point (`ros2 run perception tracker_node`)."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = TrackerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ParameterError as exc:
-        if node is None:
-            rclpy.logging.get_logger("tracker_node").fatal(str(exc))
-            return 2
-        raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    """Entry point of the tracker node."""
+    return run_node(TrackerNode, argv, name="tracker")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,13 @@ from perception.core.errors import (
     RuntimeUnavailableError,
 )
 
-__all__ = ["OPT_LEVELS", "OnnxRuntimeBuilder", "OnnxRuntimeEngine", "import_onnxruntime"]
+__all__ = [
+    "DEFAULT_SESSION_CONFIG",
+    "OPT_LEVELS",
+    "OnnxRuntimeBuilder",
+    "OnnxRuntimeEngine",
+    "import_onnxruntime",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+DEFAULT_SESSION_CONFIG: Mapping[str, str] = {"session.force_spinning_stop": "1"}
+"""Session config entries every OnnxRuntimeEngine starts from (see `session_config`)."""
 """Graph optimisation levels, mapped to onnxruntime.GraphOptimizationLevel."""
 
 ProviderSpec = str | tuple[str, Mapping[str, Any]]
@@ -140,6 +148,12 @@ class OnnxRuntimeEngine(Engine):
         trt_cache_dir: engine cache folder of the TensorRT provider.
         allow_fallback: accept a session that ended up without a requested
             GPU provider (logged as a warning) instead of raising.
+        session_config: SessionOptions config entries (add_session_config_entry),
+            merged over DEFAULT_SESSION_CONFIG. The default stops the intra-op
+            threads spinning after each run: spinning kept a core busy for
+            >10 ms after every call and halved the speed of the preprocessing,
+            decoding and ROS work that shares the CPU (measured on 2 cores), at
+            no cost to inference.
     """
 
     runtime_name = "onnxruntime"
@@ -159,6 +173,7 @@ class OnnxRuntimeEngine(Engine):
         trt_cache_dir: str | None = None,
         allow_fallback: bool = False,
         log_severity: int = 3,
+        session_config: Mapping[str, str] | None = None,
     ) -> None:
         ort = import_onnxruntime()
         self._path = Path(model_path)
@@ -195,6 +210,8 @@ class OnnxRuntimeEngine(Engine):
             so.inter_op_num_threads = int(inter_op_threads)
         if optimized_model_path is not None:
             so.optimized_model_filepath = str(optimized_model_path)
+        for key, value in {**DEFAULT_SESSION_CONFIG, **(session_config or {})}.items():
+            so.add_session_config_entry(str(key), str(value))
         try:
             session = ort.InferenceSession(
                 str(self._path),

@@ -106,8 +106,15 @@ class TrackerConfig:
                 if not math.isfinite(value):
                     raise TrackerConfigError(f"{f.name}: expected a finite number, got {value}")
                 object.__setattr__(self, f.name, float(value))
-        for name in ("high_score", "low_score", "new_track_score", "match_iou", "match_iou_low",
-                     "match_iou_tentative", "recovery_iou"):
+        for name in (
+            "high_score",
+            "low_score",
+            "new_track_score",
+            "match_iou",
+            "match_iou_low",
+            "match_iou_tentative",
+            "recovery_iou",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise TrackerConfigError(f"{name}: expected a value in [0, 1], got {value}")

@@ -76,13 +76,16 @@ def frames_from_mot(
         xywh = r[:, 2:6]
         xyxy = np.concatenate((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), axis=1)
         sc = np.full(len(r), score) if score is not None else r[:, 6]
-        yield f, Detections.from_arrays(
-            xyxy,
-            sc,
-            np.full(len(r), class_id),
-            stamp_ns=round((f - 1) * _NS / fps),
-            frame_id=frame_id,
-            image_size=image_size,
+        yield (
+            f,
+            Detections.from_arrays(
+                xyxy,
+                sc,
+                np.full(len(r), class_id),
+                stamp_ns=round((f - 1) * _NS / fps),
+                frame_id=frame_id,
+                image_size=image_size,
+            ),
         )
 
 

@@ -218,7 +218,8 @@ class Tracker:
             stats.frames_rejected_frame_id += 1
             _LOG.warning(
                 "tracker: rejected frame: expected frame_id %r, got %r",
-                self._frame_id, det.frame_id,
+                self._frame_id,
+                det.frame_id,
             )
             return self._empty_like(det)
         reset = False
@@ -226,15 +227,19 @@ class Tracker:
         if last is not None and stamp <= last:
             if stamp == last:
                 stats.frames_rejected_duplicate += 1
-                _LOG.warning("tracker[%s]: rejected frame: duplicate stamp %d ns",
-                             det.frame_id, stamp)
+                _LOG.warning(
+                    "tracker[%s]: rejected frame: duplicate stamp %d ns", det.frame_id, stamp
+                )
                 return self._empty_like(det)
             if last - stamp <= cfg.reorder_tolerance_s * _NS:
                 stats.frames_rejected_out_of_order += 1
                 _LOG.warning(
                     "tracker[%s]: rejected frame: stamp %d ns is %.3f s older than the last "
                     "(%d ns); expected increasing stamps",
-                    det.frame_id, stamp, (last - stamp) / _NS, last,
+                    det.frame_id,
+                    stamp,
+                    (last - stamp) / _NS,
+                    last,
                 )
                 return self._empty_like(det)
             reset = True
@@ -254,7 +259,11 @@ class Tracker:
             _LOG.warning(
                 "tracker[%s]: stamp went back %.3f s (%d -> %d ns): clock reset, "
                 "dropping %d tracks",
-                det.frame_id, (last - stamp) / _NS, last, stamp, len(self),
+                det.frame_id,
+                (last - stamp) / _NS,
+                last,
+                stamp,
+                len(self),
             )
             stats.resets += 1
             self.reset()
@@ -308,26 +317,66 @@ class Tracker:
             pred = kf.xyxy()
             pool = np.flatnonzero(state != _TENTATIVE)
             hi = np.flatnonzero(high)
-            self._associate(pool, hi, pred, boxes, scores, classes, cfg.match_iou,
-                            cfg.fuse_score, track_det, used)
+            self._associate(
+                pool,
+                hi,
+                pred,
+                boxes,
+                scores,
+                classes,
+                cfg.match_iou,
+                cfg.fuse_score,
+                track_det,
+                used,
+            )
             low = np.flatnonzero(~high & (scores >= cfg.low_score))
             if low.size:
                 left = pool[(track_det[pool] < 0) & (state[pool] == _CONFIRMED)]
-                self._associate(left, low, pred, boxes, scores, classes, cfg.match_iou_low,
-                                False, track_det, used)
+                self._associate(
+                    left,
+                    low,
+                    pred,
+                    boxes,
+                    scores,
+                    classes,
+                    cfg.match_iou_low,
+                    False,
+                    track_det,
+                    used,
+                )
             if cfg.recovery:
                 left = pool[track_det[pool] < 0]
                 hi_left = hi[~used[hi]]
                 if left.size and hi_left.size:
                     last_obs = _cxcywh_to_xyxy(self._obs)
-                    self._associate(left, hi_left, last_obs, boxes, scores, classes,
-                                    cfg.recovery_iou, False, track_det, used,
-                                    max_scale=cfg.recovery_max_scale)
+                    self._associate(
+                        left,
+                        hi_left,
+                        last_obs,
+                        boxes,
+                        scores,
+                        classes,
+                        cfg.recovery_iou,
+                        False,
+                        track_det,
+                        used,
+                        max_scale=cfg.recovery_max_scale,
+                    )
             tent = np.flatnonzero(state == _TENTATIVE)
             if tent.size:
                 hi_left = hi[~used[hi]]
-                self._associate(tent, hi_left, pred, boxes, scores, classes,
-                                cfg.match_iou_tentative, cfg.fuse_score, track_det, used)
+                self._associate(
+                    tent,
+                    hi_left,
+                    pred,
+                    boxes,
+                    scores,
+                    classes,
+                    cfg.match_iou_tentative,
+                    cfg.fuse_score,
+                    track_det,
+                    used,
+                )
 
         # ---- 4. Kalman update of matched tracks.
         if n_tracks:
@@ -354,9 +403,7 @@ class Tracker:
                 if not cfg.class_consistent:
                     self._cls[matched] = classes[md]
                 self._row[matched] = md
-                promote = (state[matched] != _TENTATIVE) | (
-                    self._hits[matched] >= cfg.min_hits
-                )
+                promote = (state[matched] != _TENTATIVE) | (self._hits[matched] >= cfg.min_hits)
                 state[matched[promote]] = _CONFIRMED
             unmatched = track_det < 0
             state[unmatched & (state == _CONFIRMED)] = _LOST
@@ -472,16 +519,13 @@ class Tracker:
         classes = det.class_ids[src]
         if cfg.output_lost_s > 0.0:
             coast = np.flatnonzero(
-                (state == _LOST)
-                & (stamp - self._seen_ns <= int(cfg.output_lost_s * _NS))
+                (state == _LOST) & (stamp - self._seen_ns <= int(cfg.output_lost_s * _NS))
             )
             width, height = det.image_size
             if coast.size and width > 0 and height > 0:
                 # A box reaching the image border is most likely leaving it.
                 b = self._kf.take(coast).xyxy()
-                inside = (b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] <= width) & (
-                    b[:, 3] <= height
-                )
+                inside = (b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] <= width) & (b[:, 3] <= height)
                 coast = coast[inside]
             if coast.size:
                 sel = np.concatenate((sel, coast))

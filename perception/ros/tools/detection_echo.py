@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
 from perception.ros.conversions import detections_to_msg, msg_to_detections
+from perception.ros.runner import run_node
 
 
 class DetectionEcho(Node):
@@ -50,17 +49,7 @@ class DetectionEcho(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = DetectionEcho()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(DetectionEcho, argv, name="detection_echo")
 
 
 if __name__ == "__main__":

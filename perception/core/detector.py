@@ -1,0 +1,281 @@
+"""The detection pipeline: images -> engine -> boxes in original pixels.
+
+`Detector` wires one `Engine` (any runtime) to the family-specific pieces:
+`Preprocessor` (letterbox/resize into a batch tensor), `Decoder` (raw output
+-> candidates), class-aware NMS and the inverse mapping to each image's own
+pixels. Every call records how long each stage took, so a node can publish
+the split and a benchmark can compare it with the bare runtime.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from perception.core.decoders import Decoder, ModelLayout, resolve_layout
+from perception.core.engines.base import Engine, EngineInfo
+from perception.core.errors import InputImageError, ModelLayoutError
+from perception.core.nms import batched_nms
+from perception.core.preprocess import Preprocessor, PreprocessSpec
+from perception.core.types import Detections
+
+__all__ = ["Detector", "StageTimings"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMGSZ = 640
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Milliseconds spent in each stage of one `detect` call (whole batch)."""
+
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    batch_size: int = 0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+def _imgsz_from_metadata(meta: Mapping[str, str]) -> tuple[int, int] | None:
+    text = meta.get("imgsz")
+    if not text:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    return None
+
+
+class Detector:
+    """Detect objects in batches of images with one engine.
+
+    Args:
+        engine: a loaded `Engine` (ONNX Runtime, TensorRT, PyTorch...).
+        family: "auto" (from metadata and output shapes) or a family name
+            (see `perception.core.decoders.FAMILIES`).
+        conf: score threshold (strictly greater passes).
+        iou: IoU threshold of class-aware NMS (strictly greater suppresses);
+            a mapping/sequence gives per-class values.
+        max_det: most detections kept per image.
+        class_conf: optional per-class score thresholds (class id -> value;
+            classes not listed use `conf`).
+        agnostic: NMS across classes.
+        multi_label: keep every class above threshold per box, not the best.
+        class_names / labels_file: override the model's class names.
+        imgsz: (H, W) or side the images are fitted into when the model has
+            dynamic spatial axes; default from metadata 'imgsz', else 640.
+        rect: with dynamic spatial axes, use the smallest stride-aligned
+            rectangle instead of the full imgsz square.
+        input_color: channel order of the images passed to `detect`.
+        nonfinite: "raise" (DecodeError) or "drop" rows with NaN/inf outputs.
+        preprocess: override the family's `PreprocessSpec`.
+        yolox_decoded: force YOLOX raw (False) / decoded (True) boxes.
+
+    Not thread-safe: the preprocessing buffers are reused between calls, so
+    use one Detector per thread (engines may be shared if they allow it).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        family: str = "auto",
+        conf: float = 0.25,
+        iou: float | Mapping[int, float] | Sequence[float] = 0.45,
+        max_det: int = 300,
+        *,
+        class_conf: Mapping[int, float] | Sequence[float] | None = None,
+        agnostic: bool = False,
+        multi_label: bool = False,
+        class_names: Sequence[str] | None = None,
+        labels_file: str | Path | None = None,
+        imgsz: int | tuple[int, int] | None = None,
+        rect: bool = True,
+        input_color: Literal["bgr", "rgb"] = "bgr",
+        nonfinite: Literal["raise", "drop"] = "raise",
+        max_candidates: int = 30000,
+        preprocess: PreprocessSpec | None = None,
+        yolox_decoded: bool | None = None,
+    ) -> None:
+        if max_det < 1:
+            raise ValueError(f"max_det: expected >= 1, got {max_det}")
+        if isinstance(iou, (int, float)) and not 0.0 <= iou <= 1.0:
+            raise ValueError(f"iou: expected 0..1, got {iou}")
+        self.engine = engine
+        info = engine.info
+        self.layout: ModelLayout = resolve_layout(
+            info, family, class_names=class_names, labels_file=labels_file
+        )
+        self.iou = iou
+        self.max_det = int(max_det)
+        self.agnostic = agnostic
+        self.decoder = Decoder(
+            self.layout,
+            conf,
+            class_conf=class_conf,
+            multi_label=multi_label,
+            max_candidates=max_candidates,
+            nonfinite=nonfinite,
+            yolox_decoded=yolox_decoded,
+        )
+        try:
+            stride = int(info.metadata.get("stride", 32) or 32)
+        except ValueError:
+            stride = 32  # e.g. a list of strides: 32 is the usual coarsest one
+        spec = preprocess or self.layout.preprocess_spec(stride)
+        if imgsz is None:
+            target = _imgsz_from_metadata(info.metadata) or (DEFAULT_IMGSZ, DEFAULT_IMGSZ)
+        elif isinstance(imgsz, int):
+            target = (imgsz, imgsz)
+        else:
+            target = (int(imgsz[0]), int(imgsz[1]))
+        self._spec, self._target = spec, target
+        self._rect = rect and self.layout.family != "rtdetr"
+        self._input_color = input_color
+        self._generation = getattr(engine, "generation", 0)
+        self.preprocessor = self._make_preprocessor(info)
+        self.last_timings = StageTimings()
+        log.info(
+            "detector: family %s%s, %d classes (%s), input %s, runtime %s",
+            self.layout.family,
+            f"/{self.layout.variant}" if self.layout.variant else "",
+            self.layout.num_classes,
+            "; ".join(self.layout.notes),
+            info.input_shape,
+            info.runtime,
+        )
+
+    def _make_preprocessor(self, info: EngineInfo) -> Preprocessor:
+        h, w = info.input_shape[2], info.input_shape[3]
+        if (h > 0) != (w > 0):
+            raise ModelLayoutError(
+                "model input: expected both or neither spatial axes dynamic, "
+                f"got {info.input_shape}"
+            )
+        return Preprocessor(
+            self._spec,
+            (h, w) if h > 0 else None,
+            self._target,
+            rect=self._rect,
+            input_color=self._input_color,
+        )
+
+    def _follow_engine_swap(self) -> None:
+        """A CachedEngine swaps its fallback for the built engine in the
+        background (`generation` increments); the new one may have a fixed input
+        size where the fallback had a dynamic one, so re-derive the input shape."""
+        gen = getattr(self.engine, "generation", 0)
+        if gen != self._generation:
+            info = self.engine.info
+            self.preprocessor = self._make_preprocessor(info)
+            self._generation = gen
+            log.info("detector: engine swapped to %s, input %s", info.name, info.input_shape)
+
+    def set_thresholds(
+        self,
+        conf: float | None = None,
+        iou: float | Mapping[int, float] | Sequence[float] | None = None,
+        max_det: int | None = None,
+    ) -> None:
+        """Change thresholds between `detect` calls (e.g. from a parameter
+        callback). Every value is validated before anything changes, so a bad
+        one leaves the detector as it was; None keeps the current value."""
+        if max_det is not None and int(max_det) < 1:
+            raise ValueError(f"max_det: expected >= 1, got {max_det}")
+        if isinstance(iou, (int, float)) and not 0.0 <= float(iou) <= 1.0:
+            raise ValueError(f"iou: expected a value in [0.0, 1.0], got {iou}")
+        if conf is not None:
+            self.decoder.set_conf(float(conf))  # validates, then applies
+        if iou is not None:
+            self.iou = iou
+        if max_det is not None:
+            self.max_det = int(max_det)
+
+    @property
+    def conf(self) -> float:
+        """Current score threshold (change it with `set_thresholds`)."""
+        return self.decoder.conf
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.layout.class_names
+
+    @property
+    def family(self) -> str:
+        return self.decoder.layout.family
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        stamps_ns: Sequence[int] | None = None,
+        frame_ids: Sequence[str] | None = None,
+    ) -> list[Detections]:
+        """Detect in a batch of uint8 HxWx3 images (any sizes, one engine call).
+
+        Returns one `Detections` per image, boxes in that image's pixels,
+        clipped to it, sorted by score; stamps and frame ids are copied on.
+        """
+        n = len(images)
+        if n == 0:
+            return []
+        if stamps_ns is not None and len(stamps_ns) != n:
+            raise InputImageError(f"stamps_ns: expected {n} values, got {len(stamps_ns)}")
+        if frame_ids is not None and len(frame_ids) != n:
+            raise InputImageError(f"frame_ids: expected {n} values, got {len(frame_ids)}")
+        self._follow_engine_swap()
+        t0 = time.perf_counter()
+        batch, transforms = self.preprocessor(images)
+        t1 = time.perf_counter()
+        outputs = self.engine.infer(batch)
+        t2 = time.perf_counter()
+        input_hw = (batch.shape[2], batch.shape[3])
+        candidates = self.decoder(outputs, input_hw)
+        needs_nms = self.decoder.layout.needs_nms
+        results = []
+        for i, (cand, tf) in enumerate(zip(candidates, transforms, strict=True)):
+            stamp = int(stamps_ns[i]) if stamps_ns is not None else 0
+            frame = frame_ids[i] if frame_ids is not None else ""
+            size = tf.orig_size
+            if len(cand) == 0:
+                results.append(Detections.empty(stamp_ns=stamp, frame_id=frame, image_size=size))
+                continue
+            if needs_nms:
+                keep = batched_nms(
+                    cand.xyxy, cand.scores, cand.class_ids, self.iou,
+                    agnostic=self.agnostic, max_det=self.max_det,
+                )  # fmt: skip
+            else:
+                keep = np.argsort(-cand.scores, kind="stable")[: self.max_det]
+            results.append(
+                Detections.from_arrays(
+                    tf.boxes_to_original(cand.xyxy[keep]),
+                    cand.scores[keep],
+                    cand.class_ids[keep],
+                    stamp_ns=stamp,
+                    frame_id=frame,
+                    image_size=size,
+                )
+            )
+        t3 = time.perf_counter()
+        self.last_timings = StageTimings(
+            (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, batch_size=n
+        )
+        return results
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        return self.detect(images)

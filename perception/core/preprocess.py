@@ -1,0 +1,315 @@
+"""Batched image preprocessing with an exact inverse mapping.
+
+Each model family wants its images resized and laid out differently (YOLOX:
+top-left letterbox, BGR, raw 0-255; Ultralytics YOLO: centred letterbox, RGB,
+/255; RT-DETR: plain resize, RGB, /255). `Preprocessor` turns a list of uint8
+HxWx3 images of any sizes into one NCHW float32 tensor and returns, per image,
+the `ImageTransform` that maps boxes from tensor pixels back to that image.
+
+Speed matters here (it is added to every inference): each image is resized
+once with cv2 into a reused uint8 buffer, split into reused channel planes,
+and each plane is converted, swapped and scaled straight into the reused
+float tensor. The padding is written only when an image's placement in its
+batch slot changes. Measured on 1920x1080 -> 640x384 (2-core CPU): resize
+0.17-0.27 ms, split 0.01 ms, convert 0.13 ms (a stride-3 numpy read instead
+of the split costs 0.24 ms).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from perception.core.errors import InputImageError
+
+__all__ = ["ImageTransform", "PreprocessSpec", "Preprocessor", "check_image"]
+
+ResizeMode = Literal["letterbox", "stretch"]
+Align = Literal["center", "top_left"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a model family wants its input tensor.
+
+    Attributes:
+        resize: "letterbox" keeps the aspect ratio and pads; "stretch" resizes
+            to the tensor size (RT-DETR).
+        align: where a letterboxed image sits: "center" (Ultralytics) or
+            "top_left" (YOLOX).
+        rgb: the model expects RGB channel order (images come in as BGR unless
+            the caller says otherwise).
+        scale: multiplier applied to 0-255 pixel values (1/255 or 1).
+        mean, std: optional per-channel (model channel order) normalisation
+            applied after `scale`: (x * scale - mean) / std.
+        pad_value: 0-255 value of the letterbox border.
+        stride: tensor sides are multiples of it when the model has dynamic
+            spatial axes.
+        rounding: how resized sides are rounded: "round" (Ultralytics) or
+            "floor" (YOLOX's int()).
+    """
+
+    resize: ResizeMode = "letterbox"
+    align: Align = "center"
+    rgb: bool = True
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    pad_value: int = 114
+    stride: int = 32
+    rounding: Literal["round", "floor"] = "round"
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("letterbox", "stretch"):
+            raise ValueError(f"resize: expected 'letterbox' or 'stretch', got {self.resize!r}")
+        if self.align not in ("center", "top_left"):
+            raise ValueError(f"align: expected 'center' or 'top_left', got {self.align!r}")
+        if self.rounding not in ("round", "floor"):
+            raise ValueError(f"rounding: expected 'round' or 'floor', got {self.rounding!r}")
+        if self.stride < 1:
+            raise ValueError(f"stride: expected >= 1, got {self.stride}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None and len(v) != 3:
+                raise ValueError(f"{name}: expected 3 values, got {len(v)}")
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError(f"std: expected non-zero values, got {self.std}")
+
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per model-channel (a, b) so that value = pixel * a + b."""
+        mean = np.zeros(3) if self.mean is None else np.asarray(self.mean, dtype=np.float64)
+        std = np.ones(3) if self.std is None else np.asarray(self.std, dtype=np.float64)
+        a = self.scale / std
+        b = -mean / std
+        return a.astype(np.float32), b.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Where one image went in the batch tensor, and how to map boxes back.
+
+    Tensor pixel x maps to original pixel (x - left) / scale_x with
+    scale_x = resized_w / orig_w (exactly the resize that was applied, per
+    axis, so non-uniform rounding of the resized size is undone exactly).
+    """
+
+    orig_size: tuple[int, int]  # (w, h) of the image as given
+    resized_size: tuple[int, int]  # (w, h) after cv2.resize
+    offset: tuple[int, int]  # (left, top) of the resized image in the tensor
+    input_size: tuple[int, int]  # (W, H) of the batch tensor
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(scale_x, scale_y): tensor pixels per original pixel."""
+        return (
+            self.resized_size[0] / self.orig_size[0],
+            self.resized_size[1] / self.orig_size[1],
+        )
+
+    def boxes_to_original(self, xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map (N, 4) xyxy boxes in tensor pixels to original-image pixels
+        (new float32 array), clipped to the image by default."""
+        sx, sy = self.scale
+        left, top = self.offset
+        out = np.empty((xyxy.shape[0], 4), dtype=np.float32)
+        out[:, 0::2] = (xyxy[:, 0::2] - left) / sx
+        out[:, 1::2] = (xyxy[:, 1::2] - top) / sy
+        if clip:
+            w, h = self.orig_size
+            np.clip(out[:, 0::2], 0.0, w, out=out[:, 0::2])
+            np.clip(out[:, 1::2], 0.0, h, out=out[:, 1::2])
+        return out
+
+    def boxes_to_input(self, xyxy: np.ndarray) -> np.ndarray:
+        """Original-image pixels -> tensor pixels (the forward mapping)."""
+        sx, sy = self.scale
+        left, top = self.offset
+        out = np.empty((xyxy.shape[0], 4), dtype=np.float32)
+        out[:, 0::2] = xyxy[:, 0::2] * sx + left
+        out[:, 1::2] = xyxy[:, 1::2] * sy + top
+        return out
+
+
+def check_image(image: object, index: int = 0) -> np.ndarray:
+    """Validate one input image: uint8, H x W x 3, non-empty."""
+    if not isinstance(image, np.ndarray):
+        raise InputImageError(f"image {index}: expected numpy.ndarray, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputImageError(f"image {index}: expected dtype uint8, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputImageError(
+            f"image {index}: expected shape (H, W, 3) (3-channel colour), got {image.shape}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputImageError(f"image {index}: expected a non-empty image, got {image.shape}")
+    return image
+
+
+def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
+    """Rows that a bilinear downscale by an odd integer factor k actually uses.
+
+    With k odd, cv2's INTER_LINEAR samples source row k*y + (k-1)/2 with
+    weight exactly 1 (its neighbour gets exactly 0), so resizing only those
+    rows (a strided view, no copy) gives a bit-identical result while reading
+    1/k of the frame from memory (1920x1080 -> 640x360 is k = 3).
+    """
+    h, w = img.shape[:2]
+    k = h // rh
+    if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w:
+        return img[(k - 1) // 2 :: k]
+    return img
+
+
+class Preprocessor:
+    """Letterbox/resize a list of images into one reusable NCHW float32 tensor.
+
+    Args:
+        spec: family layout (see `PreprocessSpec`).
+        input_hw: (H, W) of the model input; -1 (or None) for a dynamic axis.
+        target_hw: (H, W) the images are fitted into when the model has dynamic
+            spatial axes (e.g. Ultralytics' imgsz); ignored for fixed shapes.
+        rect: with dynamic spatial axes, shrink the tensor to the smallest
+            stride multiple that holds the letterboxed images (less work for
+            the network); False pads to `target_hw`.
+        input_color: channel order of the images given to `__call__`.
+
+    The returned tensor is owned by the preprocessor and overwritten by the
+    next call: engines consume it synchronously, copy it if you keep it.
+    """
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        input_hw: tuple[int, int] | None = None,
+        target_hw: tuple[int, int] | None = None,
+        *,
+        rect: bool = True,
+        input_color: Literal["bgr", "rgb"] = "bgr",
+    ) -> None:
+        if input_color not in ("bgr", "rgb"):
+            raise ValueError(f"input_color: expected 'bgr' or 'rgb', got {input_color!r}")
+        self.spec = spec
+        h, w = input_hw if input_hw is not None else (-1, -1)
+        self.fixed_hw: tuple[int, int] | None = (
+            (int(h), int(w)) if h is not None and w is not None and h > 0 and w > 0 else None
+        )
+        if self.fixed_hw is None:
+            if target_hw is None:
+                raise ValueError(
+                    "target_hw: expected (H, W) for a model with dynamic spatial axes, got None"
+                )
+            self.target_hw = (int(target_hw[0]), int(target_hw[1]))
+        else:
+            self.target_hw = self.fixed_hw
+        if min(self.target_hw) <= 0:
+            raise ValueError(f"target_hw: expected positive sides, got {self.target_hw}")
+        self.rect = rect
+        self.swap = (input_color == "bgr") == spec.rgb
+        a, b = spec.affine()
+        self._a = a
+        self._b = b
+        self._plain = bool(np.all(a == 1.0) and np.all(b == 0.0))
+        self._pad = (np.float32(spec.pad_value) * a + b).astype(np.float32)
+        self._batch: np.ndarray | None = None
+        self._slots: list[tuple[int, int, int, int] | None] = []
+        self._resized: dict[tuple[int, int], np.ndarray] = {}
+        self._planes: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    # ------------------------------------------------------------ geometry
+    def _resized_size(self, w: int, h: int) -> tuple[int, int]:
+        th, tw = self.target_hw
+        if self.spec.resize == "stretch":
+            return tw, th
+        r = min(th / h, tw / w)
+        if self.spec.rounding == "round":
+            return max(round(w * r), 1), max(round(h * r), 1)
+        return max(int(w * r), 1), max(int(h * r), 1)
+
+    def plan(self, sizes: Sequence[tuple[int, int]]) -> list[ImageTransform]:
+        """Transforms for images of the given (w, h) sizes, without pixels."""
+        resized = [self._resized_size(w, h) for w, h in sizes]
+        th, tw = self.target_hw
+        if self.fixed_hw is not None or not self.rect or self.spec.resize == "stretch":
+            bh, bw = th, tw
+        else:
+            s = self.spec.stride
+            # Ultralytics' minimum rectangle: pad up by (target - size) mod stride,
+            # so a side equal to the target stays the target.
+            bw = max(
+                tw - ((tw - rw) // s) * s if rw <= tw else math.ceil(rw / s) * s
+                for rw, _ in resized
+            )
+            bh = max(
+                th - ((th - rh) // s) * s if rh <= th else math.ceil(rh / s) * s
+                for _, rh in resized
+            )
+        out = []
+        for (w, h), (rw, rh) in zip(sizes, resized, strict=True):
+            if self.spec.align == "center":
+                left = round((bw - rw) / 2 - 0.1)
+                top = round((bh - rh) / 2 - 0.1)
+            else:
+                left = top = 0
+            out.append(ImageTransform((w, h), (rw, rh), (left, top), (bw, bh)))
+        return out
+
+    # ------------------------------------------------------------ pixels
+    def _buffer(self, n: int, h: int, w: int) -> np.ndarray:
+        if self._batch is None or self._batch.shape != (n, 3, h, w):
+            self._batch = np.empty((n, 3, h, w), dtype=np.float32)
+            self._slots = [None] * n
+        return self._batch
+
+    def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[ImageTransform]]:
+        """Return (batch tensor (N, 3, H, W) float32, per-image transforms)."""
+        import cv2
+
+        if len(images) == 0:
+            raise InputImageError("images: expected at least one image, got an empty list")
+        for i, img in enumerate(images):
+            check_image(img, i)
+        transforms = self.plan([(int(im.shape[1]), int(im.shape[0])) for im in images])
+        bw, bh = transforms[0].input_size
+        batch = self._buffer(len(images), bh, bw)
+        for i, (img, tf) in enumerate(zip(images, transforms, strict=True)):
+            rw, rh = tf.resized_size
+            left, top = tf.offset
+            region = (left, top, rw, rh)
+            slot = batch[i]
+            if self._slots[i] != region:
+                for c in range(3):
+                    slot[c].fill(self._pad[c])
+                self._slots[i] = region
+            if (rw, rh) == (img.shape[1], img.shape[0]):
+                src = img
+            else:
+                buf = self._resized.get((rh, rw))
+                if buf is None:
+                    buf = self._resized[(rh, rw)] = np.empty((rh, rw, 3), dtype=np.uint8)
+                src = cv2.resize(
+                    _rows_for_odd_factor(img, rw, rh), (rw, rh), dst=buf,
+                    interpolation=cv2.INTER_LINEAR,
+                )  # fmt: skip
+            # De-interleave with cv2.split into reused planes (SIMD, ~10x faster
+            # than reading a stride-3 view), then one contiguous convert per
+            # channel straight into the tensor.
+            planes = self._planes.get((rh, rw))
+            if planes is None:
+                planes = self._planes[(rh, rw)] = [
+                    np.empty((rh, rw), dtype=np.uint8) for _ in range(3)
+                ]
+            planes = cv2.split(src, planes)
+            for c in range(3):
+                dst = slot[c, top : top + rh, left : left + rw]
+                plane = planes[2 - c if self.swap else c]
+                if self._plain:
+                    np.copyto(dst, plane, casting="unsafe")
+                else:
+                    np.multiply(plane, self._a[c], out=dst, casting="unsafe")
+                    if self._b[c] != 0:
+                        dst += self._b[c]
+        return batch, transforms
