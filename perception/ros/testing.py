@@ -7,6 +7,7 @@ this host; `safe_ros_env` enforces them even when the caller forgot.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -78,6 +79,27 @@ def make_executor(context: Context) -> SingleThreadedExecutor:
     return SingleThreadedExecutor(context=context)
 
 
+_LIVE: set[NodeProcess] = set()
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the test process dies, however it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A test runner killed mid-test must not leave node processes behind."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            os.killpg(proc.proc.pid, signal.SIGKILL)
+
+
 class NodeProcess:
     """Runs `python -m module args...` (or any argv) as a separate process.
 
@@ -103,7 +125,9 @@ class NodeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        _LIVE.add(self)
 
     @classmethod
     def module(cls, module: str, *args: str, env: Mapping[str, str] | None = None) -> NodeProcess:
@@ -132,6 +156,7 @@ class NodeProcess:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._log.close()
+        _LIVE.discard(self)
         return int(self.proc.returncode)
 
     def __enter__(self) -> NodeProcess:
