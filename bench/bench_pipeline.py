@@ -108,6 +108,16 @@ def run_case(
         now = node.get_clock().now().nanoseconds
         lat[cam].append((time.monotonic() - t0, (now - stamp_to_ns(msg.header.stamp)) * 1e-6))
 
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    counters: dict[str, dict[str, str]] = {}
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if "bench_detector: camera" in st.name:
+                counters[st.name.rsplit(" ", 1)[-1]] = {kv.key: kv.value for kv in st.values}
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     for n in names:
         node.create_subscription(
@@ -167,6 +177,15 @@ def run_case(
         "frames_out": len(samples),
         "output_rate_hz": round(len(samples) / seconds, 2),
         "node_rss_mib_max": round(max(rss), 1) if rss else None,
+        "node_rss_mib_first_last": [round(rss[0], 1), round(rss[-1], 1)] if rss else None,
+        "node_counters": {
+            cam: {
+                k: int(v)
+                for k, v in c.items()
+                if k in ("received", "processed", "skipped", "stale", "rejected")
+            }
+            for cam, c in counters.items()
+        },
     }
     if samples:
         a = np.array(samples)

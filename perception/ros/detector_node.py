@@ -595,12 +595,12 @@ class DetectorLifecycleNode(LifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the plain detector node."""
-    return run_node(DetectorNode, argv, name="detector", threads=2)
+    return run_node(DetectorNode, argv, name="detector")
 
 
 def lifecycle_main(argv: list[str] | None = None) -> int:
     """Entry point of the lifecycle detector node."""
-    return run_node(DetectorLifecycleNode, argv, name="detector", threads=2)
+    return run_node(DetectorLifecycleNode, argv, name="detector")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,12 @@ def run_node(
     name: str = "perception",
     threads: int = 1,
 ) -> int:
-    """rclpy.init(argv), build the node with `factory`, spin until shutdown."""
+    """rclpy.init(argv), build the node with `factory`, spin until shutdown.
+
+    `threads=1` (a SingleThreadedExecutor) is the default for a reason: with
+    1080p images rclpy's MultiThreadedExecutor received 6-15 Hz of a 30 Hz
+    stream where the single-threaded one received all 30 (measured here).
+    """
     rclpy.init(args=list(argv) if argv is not None else sys.argv)
     node = None
     try:
