@@ -357,3 +357,65 @@ def test_tracking_stage_publishes_stable_ids(ros_context, executor):
     assert not res.successful and "tracker." in res.reason  # below low_score: refused by config
     node.destroy_node()
     probe.destroy_node()
+
+
+def test_label_info_latched_overlay_on_demand_latency_and_qos_mismatch(ros_context, executor):
+    from rclpy.qos import DurabilityPolicy
+    from std_msgs.msg import Float64MultiArray
+    from vision_msgs.msg import LabelInfo
+
+    from perception.ros.detector_node import LATENCY_FIELDS
+
+    node = _make_node(ros_context, {"cam": {}, "strict": {}})
+    executor.add_node(node)
+    probe = Node("probe", context=ros_context)
+    executor.add_node(probe)
+    # LabelInfo is transient-local: a subscriber joining late still gets the class map.
+    labels: list[LabelInfo] = []
+    latched = QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+    )
+    probe.create_subscription(LabelInfo, "/detector_under_test/label_info", labels.append, latched)
+    assert spin_until(executor, lambda: len(labels) == 1)
+    names = [c.class_name for c in labels[0].class_map]
+    assert names == list(node.pipeline.detector.class_names) and len(names) > 0
+
+    pub = probe.create_publisher(Image, "/cam/image", RELIABLE)
+    latency: list[Float64MultiArray] = []
+    dets: list[Detection2DArray] = []
+    probe.create_subscription(
+        Float64MultiArray, "/detector_under_test/cam/latency", latency.append, RELIABLE
+    )
+    probe.create_subscription(
+        Detection2DArray, "/detector_under_test/cam/detections", dets.append, RELIABLE
+    )
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
+    img = np.random.default_rng(9).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    overlay_pub = node.pipeline.cameras["cam"].pub_overlay
+    assert overlay_pub.get_subscription_count() == 0
+    published = []
+    original = overlay_pub.publish
+    overlay_pub.publish = lambda m: (published.append(m), original(m))
+    pub.publish(_image_msg(img, 2_000_000_000))
+    assert spin_until(executor, lambda: len(dets) == 1 and len(latency) == 1)
+    assert published == [], "no overlay may be drawn while nobody subscribes"
+    overlays: list[Image] = []
+    probe.create_subscription(Image, "/detector_under_test/cam/overlay", overlays.append, 10)
+    assert spin_until(executor, lambda: overlay_pub.get_subscription_count() > 0)
+    pub.publish(_image_msg(img, 2_100_000_000))
+    assert spin_until(executor, lambda: len(overlays) == 1)
+    assert stamp_to_ns(overlays[0].header.stamp) == 2_100_000_000
+    assert (overlays[0].width, overlays[0].height) == (120, 90)
+
+    row = latency[0]
+    assert row.layout.dim[0].label == ",".join(LATENCY_FIELDS)
+    assert len(row.data) == len(LATENCY_FIELDS) and row.data[0] == pytest.approx(2.0)
+    assert all(v >= 0 for v in row.data[2:7]), dict(zip(LATENCY_FIELDS, row.data, strict=True))
+
+    # A best-effort camera publisher cannot feed a reliable subscription: counted with a fix.
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    probe.create_publisher(Image, "/strict/image", best_effort)
+    cam = node.pipeline.cameras["strict"]
+    assert spin_until(executor, lambda: cam.errors.get("incompatible_qos", 0) >= 1)
+    node.destroy_node()
+    probe.destroy_node()

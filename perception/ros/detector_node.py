@@ -243,12 +243,13 @@ class DetectorPipeline:
         self.pub_label = node.create_publisher(LabelInfo, "~/label_info", latched)
         self.pub_diag = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        overlay_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         for cam in self.cameras.values():
             base = f"~/{cam.name}"
             cam.pub_det = node.create_publisher(Detection2DArray, f"{base}/detections", out_qos)
-            cam.pub_overlay = node.create_publisher(
-                Image, f"{base}/overlay", qos_profile_sensor_data
-            )
+            # Reliable publisher: matches both reliable (RViz default) and
+            # best-effort subscribers; depth 1 so a slow viewer never queues frames.
+            cam.pub_overlay = node.create_publisher(Image, f"{base}/overlay", overlay_qos)
             cam.pub_latency = node.create_publisher(Float64MultiArray, f"{base}/latency", out_qos)
             if self.tracker is not None:
                 cam.pub_tracks = node.create_publisher(Detection2DArray, f"{base}/tracks", out_qos)
