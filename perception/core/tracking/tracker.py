@@ -45,7 +45,7 @@ from perception.core.tracking.kalman import (
 from perception.core.tracking.matching import iou_matrix, linear_assignment
 from perception.core.types import Detections
 
-__all__ = ["TrackInfo", "TrackState", "Tracker", "TrackerStats"]
+__all__ = ["TrackInfo", "TrackSnapshot", "TrackState", "Tracker", "TrackerStats"]
 
 _LOG = logging.getLogger(__name__)
 _NS = 1_000_000_000
@@ -79,6 +79,28 @@ class TrackInfo:
     hits: int
     age_s: float
     time_since_update_s: float
+
+
+@dataclass(frozen=True)
+class TrackSnapshot:
+    """Copy of the filter state of every live track at `stamp_ns` (read-only
+    view for prediction; changing it does not affect the tracker).
+
+    Arrays have one row per track: `kalman` holds (cx, cy, w, h) means and their
+    rates (px, px/s) with the per-coordinate covariances (see kalman.py).
+    """
+
+    stamp_ns: int | None
+    frame_id: str | None
+    track_ids: np.ndarray
+    states: np.ndarray
+    class_ids: np.ndarray
+    scores: np.ndarray
+    seen_ns: np.ndarray
+    kalman: KalmanState
+
+    def __len__(self) -> int:
+        return int(self.track_ids.shape[0])
 
 
 @dataclass
@@ -201,6 +223,23 @@ class Tracker:
             )
             for i in range(len(self))
         ]
+
+    def snapshot(self) -> TrackSnapshot:
+        """Copies of the live tracks' Kalman means and covariances at the last
+        accepted stamp, so callers can predict without touching the tracker."""
+        kf = self._kf
+        return TrackSnapshot(
+            stamp_ns=self._last_stamp,
+            frame_id=self._frame_id,
+            track_ids=self._ids.copy(),
+            states=self._state.copy(),
+            class_ids=self._cls.copy(),
+            scores=self._score.copy(),
+            seen_ns=self._seen_ns.copy(),
+            kalman=KalmanState(
+                kf.x.copy(), kf.v.copy(), kf.pxx.copy(), kf.pxv.copy(), kf.pvv.copy()
+            ),
+        )
 
     def update(self, det: Detections) -> Detections:
         """Track one frame. Returns the confirmed tracks seen in it (their
