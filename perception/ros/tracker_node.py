@@ -34,6 +34,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
 from perception.core.tracking import MultiCameraTracker, TrackerConfig, TrackerConfigError
+from perception.core.tracking.config import UNIT_INTERVAL_FIELDS
 from perception.ros.conversions import detections_to_msg, msg_to_detections
 from perception.ros.params import ParameterError, ParamSpec, declare_from_spec, validate
 from perception.ros.runner import run_node
@@ -41,15 +42,6 @@ from perception.ros.runner import run_node
 __all__ = ["TrackerNode", "main", "tracker_param_specs"]
 
 PREFIX = "tracker."
-_UNIT_RANGE = {
-    "high_score",
-    "low_score",
-    "new_track_score",
-    "match_iou",
-    "match_iou_low",
-    "match_iou_tentative",
-    "recovery_iou",
-}
 _ROS_TYPE = {"float": "double", "int": "int", "bool": "bool", "Solver": "string"}
 
 
@@ -80,7 +72,7 @@ def tracker_param_specs() -> dict[str, ParamSpec]:
             default=getattr(defaults, f.name),
             description=docs.get(f.name, ""),
             choices=("lap", "scipy") if f.name == "solver" else None,
-            range=(0.0, 1.0) if f.name in _UNIT_RANGE else None,
+            range=(0.0, 1.0) if f.name in UNIT_INTERVAL_FIELDS else None,
             dynamic=True,
         )
     return specs

@@ -11,9 +11,20 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-__all__ = ["Solver", "TrackerConfig", "TrackerConfigError"]
+__all__ = ["UNIT_INTERVAL_FIELDS", "Solver", "TrackerConfig", "TrackerConfigError"]
 
 Solver = Literal["lap", "scipy"]
+
+UNIT_INTERVAL_FIELDS = (
+    "high_score",
+    "low_score",
+    "new_track_score",
+    "match_iou",
+    "match_iou_low",
+    "match_iou_tentative",
+    "recovery_iou",
+)
+"""Scores and IoUs: fields that must lie in [0, 1] (also the ROS parameter ranges)."""
 
 
 class TrackerConfigError(ValueError):
@@ -106,15 +117,7 @@ class TrackerConfig:
                 if not math.isfinite(value):
                     raise TrackerConfigError(f"{f.name}: expected a finite number, got {value}")
                 object.__setattr__(self, f.name, float(value))
-        for name in (
-            "high_score",
-            "low_score",
-            "new_track_score",
-            "match_iou",
-            "match_iou_low",
-            "match_iou_tentative",
-            "recovery_iou",
-        ):
+        for name in UNIT_INTERVAL_FIELDS:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise TrackerConfigError(f"{name}: expected a value in [0, 1], got {value}")
