@@ -61,7 +61,15 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   fi
 fi
 VPY="$VENV/bin/python"
-pip_install() { "$VPY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+LOG="$VENV/bootstrap.log"
+pip_install() {
+  # Quiet unless it fails; the full output stays in .venv/bootstrap.log.
+  if ! "$VPY" -m pip install --disable-pip-version-check -q "$@" >>"$LOG" 2>&1; then
+    grep -v '^WARNING: Location' "$LOG" | tail -20 >&2
+    log "pip install $* failed (full log: $LOG)"
+    return 1
+  fi
+}
 pip_install --upgrade pip setuptools wheel
 
 # open3d's wheel links libusb-1.0, which a minimal Debian/Ubuntu lacks.
