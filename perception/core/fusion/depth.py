@@ -1,0 +1,310 @@
+"""Lift 2D detections to 3D boxes with a registered depth image.
+
+For each box, the reference depth is a low percentile of the valid depths in
+the box's central region (the object's front surface, robust to background
+seen past its edges and to a few bad pixels); the central depths within a band
+around it give the object's depth range, and the box edges back-projected
+through the camera model (honouring distortion) at the front depth give its
+lateral extent and centre. Depth values of
+0, NaN, inf or outside [min_depth_m, max_depth_m] are invalid. A box without
+enough valid depth yields no 3D object (never a box at zero depth) and is
+counted in `stats`.
+
+Output boxes are in the camera optical frame, aligned with its axes (yaw 0):
+sizes are (x right, y down, z forward) extents. The extent along the optical
+axis is not observable from one view of a surface; it is the observed depth
+spread, at least the smaller of the two visible extents (documented
+heuristic; a LiDAR fit or a class prior does better). Lateral extents are the
+2D box edges back-projected at the front depth, so ground or background
+pixels inside the box do not widen the box; an occluder covering the centre
+of the box is taken for the object (known limitation of depth-only lifting).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from perception.core.camera import CameraModel
+from perception.core.fusion.errors import DepthImageError, FusionInputError
+from perception.core.fusion.types import Objects3D
+from perception.core.types import Detections
+
+__all__ = ["DepthLiftConfig", "DepthLiftStats", "DepthLifter", "LiftResult", "depth_to_metres"]
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DepthLiftConfig:
+    """Parameters of `DepthLifter` (metres unless stated).
+
+    Attributes:
+        min_depth_m, max_depth_m: valid depth range; outside is invalid.
+        center_fraction: side fraction of the box used for the reference depth.
+        percentile: percentile of central valid depths taken as the front surface.
+        min_valid_pixels: fewer valid central pixels -> no object.
+        min_valid_fraction: fewer valid central pixels than this fraction of
+            the central region -> no object.
+        front_margin_m: pixels up to this much nearer than the reference still
+            belong to the object.
+        max_object_depth_m: pixels up to this much farther than the reference
+            belong to the object (the rest is background).
+        max_pixels: pixels per box used for the extent (strided subsampling):
+            bounds work per box whatever the box size.
+        extent_percentiles: low/high percentiles of the 3D points taken as the
+            box extent (robust to stray pixels).
+        depth_noise_a, depth_noise_b: depth std model a + b*z^2 (m) for the
+            centre covariance.
+        lateral_noise: std of the centre across the ray as a fraction of size.
+        class_depth_m: ((class_id, extent_m), ...): extent along the optical
+            axis assumed for a class when the observed depth spread is smaller
+            (e.g. a car seen from behind: ((2, 4.5),)); others use the
+            heuristic above.
+    """
+
+    min_depth_m: float = 0.1
+    max_depth_m: float = 60.0
+    center_fraction: float = 0.5
+    percentile: float = 30.0
+    min_valid_pixels: int = 12
+    min_valid_fraction: float = 0.1
+    front_margin_m: float = 0.3
+    max_object_depth_m: float = 3.0
+    max_pixels: int = 4096
+    extent_percentiles: tuple[float, float] = (2.0, 98.0)
+    depth_noise_a: float = 0.02
+    depth_noise_b: float = 0.003
+    lateral_noise: float = 0.1
+    class_depth_m: tuple[tuple[int, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            prior = {int(c): float(v) for c, v in self.class_depth_m}
+        except (TypeError, ValueError) as exc:
+            raise FusionInputError(
+                "DepthLiftConfig.class_depth_m: expected ((class_id, extent_m), ...), got "
+                f"{self.class_depth_m!r}"
+            ) from exc
+        if any(not (math.isfinite(v) and v > 0) for v in prior.values()):
+            raise FusionInputError(
+                f"DepthLiftConfig.class_depth_m: expected extents > 0, got {self.class_depth_m!r}"
+            )
+        if not 0.0 < self.min_depth_m < self.max_depth_m:
+            raise FusionInputError(
+                f"DepthLiftConfig: expected 0 < min_depth_m < max_depth_m, got "
+                f"{self.min_depth_m}, {self.max_depth_m}"
+            )
+        if not 0.0 < self.center_fraction <= 1.0:
+            raise FusionInputError(
+                f"DepthLiftConfig.center_fraction: expected (0, 1], got {self.center_fraction}"
+            )
+        if not 0.0 <= self.percentile <= 100.0:
+            raise FusionInputError(
+                f"DepthLiftConfig.percentile: expected [0, 100], got {self.percentile}"
+            )
+        if self.min_valid_pixels < 1 or self.max_pixels < 16:
+            raise FusionInputError(
+                "DepthLiftConfig: expected min_valid_pixels >= 1 and max_pixels >= 16, got "
+                f"{self.min_valid_pixels}, {self.max_pixels}"
+            )
+
+
+@dataclass
+class DepthLiftStats:
+    """Counters over the lifter's lifetime."""
+
+    frames: int = 0
+    detections: int = 0
+    lifted: int = 0
+    no_depth: int = 0
+    invalid_box: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LiftResult:
+    """Objects lifted from one frame.
+
+    Attributes:
+        objects: 3D boxes in the camera optical frame.
+        det_index: (N,) intp row of the input `Detections` each object came from.
+        no_depth: detections dropped for lack of valid depth in this frame.
+        invalid_box: detections dropped for a non-finite or empty box.
+    """
+
+    objects: Objects3D
+    det_index: np.ndarray = field(repr=False)
+    no_depth: int = 0
+    invalid_box: int = 0
+
+
+def depth_to_metres(depth: np.ndarray, depth_scale: float | None = None) -> np.ndarray:
+    """Depth image as float32 metres. `depth_scale` multiplies the stored
+    values; None picks the REP-118 convention from the dtype (uint16: mm ->
+    0.001, float32/64: metres -> 1.0)."""
+    if not isinstance(depth, np.ndarray):
+        raise DepthImageError(f"depth: expected numpy.ndarray, got {type(depth).__name__}")
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[:, :, 0]
+    if depth.ndim != 2:
+        raise DepthImageError(f"depth: expected a (H, W) image, got shape {depth.shape}")
+    if depth_scale is None:
+        if depth.dtype == np.uint16:
+            depth_scale = 0.001
+        elif depth.dtype in (np.float32, np.float64):
+            depth_scale = 1.0
+        else:
+            raise DepthImageError(
+                f"depth: expected uint16 (mm) or float32 (m), got {depth.dtype.name}; "
+                "pass depth_scale for other encodings"
+            )
+    if not (math.isfinite(depth_scale) and depth_scale > 0):
+        raise DepthImageError(f"depth_scale: expected a finite value > 0, got {depth_scale}")
+    out = depth.astype(np.float32, copy=depth.dtype != np.float32)
+    if depth_scale != 1.0:
+        out = out * np.float32(depth_scale)
+    return out
+
+
+class DepthLifter:
+    """Lifts the detections of one camera with its registered depth image."""
+
+    def __init__(self, camera: CameraModel, config: DepthLiftConfig | None = None) -> None:
+        if not isinstance(camera, CameraModel):
+            raise TypeError(f"camera: expected CameraModel, got {type(camera).__name__}")
+        if config is not None and not isinstance(config, DepthLiftConfig):
+            raise TypeError(f"config: expected DepthLiftConfig, got {type(config).__name__}")
+        self.camera = camera
+        self.config = config if config is not None else DepthLiftConfig()
+        self.stats = DepthLiftStats()
+
+    def lift(
+        self, det: Detections, depth: np.ndarray, depth_scale: float | None = None
+    ) -> LiftResult:
+        """3D boxes for the detections that have valid depth.
+
+        `depth` must be registered to the camera (same size as the camera
+        model); see `depth_to_metres` for `depth_scale`.
+        """
+        if not isinstance(det, Detections):
+            raise TypeError(f"det: expected Detections, got {type(det).__name__}")
+        cam = self.camera
+        if not isinstance(depth, np.ndarray):
+            raise DepthImageError(f"depth: expected numpy.ndarray, got {type(depth).__name__}")
+        if depth.shape[:2] != (cam.height, cam.width):
+            raise DepthImageError(
+                f"depth image: expected (height, width) = {(cam.height, cam.width)} "
+                f"of the camera model, got {depth.shape[:2]}"
+            )
+        if det.image_size not in ((0, 0), cam.size):
+            raise FusionInputError(
+                f"detections: expected image_size {cam.size} of the camera model, "
+                f"got {det.image_size}"
+            )
+        z_img = depth_to_metres(depth, depth_scale)
+        cfg = self.config
+        frame = det.frame_id or cam.frame_id
+        n = len(det)
+        centers, sizes, covs, index = [], [], [], []
+        no_depth = invalid = 0
+        boxes = det.xyxy.astype(np.float64)
+        w, h = cam.width, cam.height
+        lo_p, hi_p = cfg.extent_percentiles
+        depth_prior = {int(c): float(v) for c, v in cfg.class_depth_m}
+        for i in range(n):
+            b = boxes[i]
+            if not np.isfinite(b).all():
+                invalid += 1
+                continue
+            x1, y1 = max(math.floor(b[0]), 0), max(math.floor(b[1]), 0)
+            x2, y2 = min(math.ceil(b[2]), w), min(math.ceil(b[3]), h)
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                invalid += 1
+                continue
+            # reference depth from the central region
+            bw, bh = x2 - x1, y2 - y1
+            mx = 0.5 * (1.0 - cfg.center_fraction)
+            cx1, cx2 = x1 + int(mx * bw), x2 - int(mx * bw)
+            cy1, cy2 = y1 + int(mx * bh), y2 - int(mx * bh)
+            cx2, cy2 = max(cx2, cx1 + 1), max(cy2, cy1 + 1)
+            central = z_img[cy1:cy2, cx1:cx2]
+            step_c = max(1, math.ceil(math.sqrt(central.size / cfg.max_pixels)))
+            central = central[::step_c, ::step_c].ravel()
+            ok = (central >= cfg.min_depth_m) & (central <= cfg.max_depth_m)  # NaN -> False
+            n_ok = int(np.count_nonzero(ok))
+            if n_ok < max(cfg.min_valid_pixels / (step_c * step_c), 1) or (
+                n_ok < cfg.min_valid_fraction * central.size
+            ):
+                no_depth += 1
+                continue
+            valid_z = central[ok]
+            z_ref = float(np.percentile(valid_z, cfg.percentile))
+            # the object's depth range: central pixels near the reference
+            # (farther ones are background seen past the object)
+            fg = valid_z[
+                (valid_z >= z_ref - cfg.front_margin_m)
+                & (valid_z <= z_ref + cfg.max_object_depth_m)
+            ]
+            z_front, z_back = (float(v) for v in np.percentile(fg, (lo_p, hi_p)))
+            # lateral extent: the box edges back-projected at the front depth
+            # (undistorted; ground and background pixels inside the box, which
+            # a pixel-wise extent would pick up, do not matter here)
+            bx1, bx2 = max(b[0], -0.5), min(b[2], w - 0.5)
+            by1, by2 = max(b[1], -0.5), min(b[3], h - 0.5)
+            mu, mv = 0.5 * (bx1 + bx2), 0.5 * (by1 + by2)
+            edges = cam.unproject(np.array([[bx1, mv], [bx2, mv], [mu, by1], [mu, by2]]), z_front)
+            size = np.array(
+                [edges[1, 0] - edges[0, 0], edges[3, 1] - edges[2, 1], z_back - z_front]
+            )
+            size[0] = max(size[0], z_front / cam.fx)  # at least one pixel
+            size[1] = max(size[1], z_front / cam.fy)
+            prior = depth_prior.get(int(det.class_ids[i]))
+            size[2] = max(size[2], min(size[0], size[1]) if prior is None else prior)
+            center = np.array(
+                [
+                    0.5 * (edges[0, 0] + edges[1, 0]),
+                    0.5 * (edges[2, 1] + edges[3, 1]),
+                    z_front + 0.5 * size[2],
+                ]
+            )
+            sz = cfg.depth_noise_a + cfg.depth_noise_b * center[2] ** 2 + 0.25 * size[2]
+            sx = 0.02 + cfg.lateral_noise * size[0]
+            sy = 0.02 + cfg.lateral_noise * size[1]
+            centers.append(center)
+            sizes.append(size)
+            covs.append(np.diag([sx * sx, sy * sy, sz * sz]))
+            index.append(i)
+        st = self.stats
+        st.frames += 1
+        st.detections += n
+        st.lifted += len(index)
+        st.no_depth += no_depth
+        st.invalid_box += invalid
+        if no_depth or invalid:
+            _LOG.debug(
+                "depth lift: %d of %d detections without valid depth, %d invalid boxes",
+                no_depth,
+                n,
+                invalid,
+            )
+        idx = np.asarray(index, np.intp)
+        if not index:
+            objects = Objects3D.empty(stamp_ns=det.stamp_ns, frame_id=frame)
+        else:
+            objects = Objects3D.from_arrays(
+                np.asarray(centers),
+                np.asarray(sizes),
+                covariances=np.asarray(covs),
+                scores=det.scores[idx],
+                class_ids=det.class_ids[idx],
+                track_ids=det.track_ids[idx],
+                stamp_ns=det.stamp_ns,
+                frame_id=frame,
+            )
+        return LiftResult(objects, idx, no_depth, invalid)

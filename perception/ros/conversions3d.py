@@ -1,0 +1,164 @@
+"""3D message conversions: CameraInfo, PointCloud2, Detection3DArray, MarkerArray.
+
+The ROS side of 3D fusion: messages become core objects once, here
+(`CameraModel`, `CloudXYZ`), and `Objects3D` become standard outputs:
+vision_msgs/Detection3DArray (pose with covariance, size, class, score, track
+id in `id`) and visualization_msgs/MarkerArray (box, id label, velocity arrow)
+for RViz and Foxglove.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import CameraInfo, PointCloud2
+from std_msgs.msg import ColorRGBA, Header
+from vision_msgs.msg import (
+    Detection3D,
+    Detection3DArray,
+    ObjectHypothesis,
+    ObjectHypothesisWithPose,
+)
+from visualization_msgs.msg import Marker, MarkerArray
+
+from perception.core.camera import CameraModel
+from perception.core.drawing import color_for
+from perception.core.fusion.pointcloud import CloudXYZ, cloud_xyz
+from perception.core.fusion.types import Objects3D, yaw_quaternions
+from perception.ros.conversions import ClassFormat, _class_strings, ns_to_stamp
+
+__all__ = [
+    "camera_model_from_info",
+    "cloud_from_msg",
+    "objects_to_detection3d_array",
+    "objects_to_markers",
+]
+
+
+def camera_model_from_info(msg: CameraInfo) -> CameraModel:
+    """sensor_msgs/CameraInfo -> CameraModel (raises CalibrationError with a reason)."""
+    return CameraModel.from_camera_info_fields(
+        width=int(msg.width),
+        height=int(msg.height),
+        distortion_model=msg.distortion_model,
+        d=np.asarray(msg.d, np.float64),
+        k=np.asarray(msg.k, np.float64),
+        r=np.asarray(msg.r, np.float64),
+        p=np.asarray(msg.p, np.float64),
+        frame_id=msg.header.frame_id,
+    )
+
+
+def cloud_from_msg(msg: PointCloud2) -> CloudXYZ:
+    """sensor_msgs/PointCloud2 (any field layout) -> finite xyz points, zero-copy
+    where the layout allows; raises PointCloudFormatError with a reason."""
+    fields = [(f.name, int(f.offset), int(f.datatype), int(f.count)) for f in msg.fields]
+    return cloud_xyz(
+        msg.data,
+        fields,
+        int(msg.point_step),
+        int(msg.row_step),
+        int(msg.height),
+        int(msg.width),
+        bool(msg.is_bigendian),
+    )
+
+
+def _header(obj: Objects3D) -> Header:
+    return Header(stamp=ns_to_stamp(obj.stamp_ns), frame_id=obj.frame_id)
+
+
+def objects_to_detection3d_array(
+    obj: Objects3D,
+    class_names: Sequence[str] | None = None,
+    class_format: ClassFormat = "name",
+) -> Detection3DArray:
+    """Objects3D -> vision_msgs/Detection3DArray in `obj.frame_id`.
+
+    The centre covariance fills the position block of the 6x6 pose
+    covariance (the orientation block stays 0: not estimated); the track id
+    goes to `id` ("" when untracked).
+    """
+    hdr = _header(obj)
+    out = Detection3DArray(header=hdr)
+    n = len(obj.centers)
+    if n == 0:
+        return out
+    quats = yaw_quaternions(obj.yaws)
+    classes = _class_strings(obj.class_ids, class_names, class_format)
+    cov6 = np.zeros((n, 6, 6), np.float64)
+    cov6[:, :3, :3] = obj.covariances
+    dets = []
+    for i in range(n):
+        d = Detection3D(header=hdr, id="" if obj.track_ids[i] < 0 else str(int(obj.track_ids[i])))
+        c = obj.centers[i]
+        d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.center.position.z = (
+            float(c[0]), float(c[1]), float(c[2]),
+        )  # fmt: skip
+        q = quats[i]
+        o = d.bbox.center.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in q)
+        s = obj.sizes[i]
+        d.bbox.size.x, d.bbox.size.y, d.bbox.size.z = float(s[0]), float(s[1]), float(s[2])
+        hyp = ObjectHypothesisWithPose(
+            hypothesis=ObjectHypothesis(class_id=classes[i], score=float(obj.scores[i]))
+        )
+        hyp.pose.pose = d.bbox.center
+        hyp.pose.covariance = cov6[i].reshape(-1).tolist()
+        d.results = [hyp]
+        dets.append(d)
+    out.detections = dets
+    return out
+
+
+def objects_to_markers(
+    obj: Objects3D,
+    class_names: Sequence[str] | None = None,
+    namespace: str = "perception",
+    lifetime_s: float = 0.5,
+) -> MarkerArray:
+    """Boxes, id/class labels and velocity arrows; starts with DELETEALL so
+    objects that disappeared do not linger in RViz."""
+    hdr = _header(obj)
+    life = Duration(sec=int(lifetime_s), nanosec=int((lifetime_s % 1.0) * 1e9))
+    markers = [Marker(header=hdr, ns=namespace, action=Marker.DELETEALL)]
+    quats = yaw_quaternions(obj.yaws)
+    names = class_names or ()
+    for i in range(len(obj.centers)):
+        tid, cls = int(obj.track_ids[i]), int(obj.class_ids[i])
+        b, g, r = color_for(tid if tid >= 0 else cls)
+        color = ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=0.5)
+        c = obj.centers[i]
+        box = Marker(header=hdr, ns=f"{namespace}/boxes", id=i, type=Marker.CUBE,
+                     action=Marker.ADD, color=color, lifetime=life)  # fmt: skip
+        box.pose.position.x, box.pose.position.y, box.pose.position.z = (float(v) for v in c)
+        o = box.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in quats[i])
+        box.scale.x, box.scale.y, box.scale.z = (float(v) for v in obj.sizes[i])
+        markers.append(box)
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        text = Marker(header=hdr, ns=f"{namespace}/labels", id=i, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, lifetime=life,
+                      text=f"{name} #{tid}" if tid >= 0 else name)  # fmt: skip
+        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        text.pose.position.x, text.pose.position.y = float(c[0]), float(c[1])
+        text.pose.position.z = float(c[2] + obj.sizes[i][2] * 0.5 + 0.3)
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.4
+        markers.append(text)
+        v = obj.velocities[i]
+        if np.isfinite(v).all():
+            arrow = Marker(header=hdr, ns=f"{namespace}/velocity", id=i, type=Marker.ARROW,
+                           action=Marker.ADD, lifetime=life)  # fmt: skip
+            arrow.color = ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
+            arrow.points = [
+                Point(x=float(c[0]), y=float(c[1]), z=float(c[2])),
+                Point(x=float(c[0] + v[0]), y=float(c[1] + v[1]), z=float(c[2] + v[2])),
+            ]
+            arrow.pose.orientation.w = 1.0
+            arrow.scale.x, arrow.scale.y, arrow.scale.z = 0.1, 0.2, 0.2
+            markers.append(arrow)
+    return MarkerArray(markers=markers)
