@@ -39,6 +39,7 @@ setup(
             "detector_lifecycle_node = perception.ros.detector_node:lifecycle_main",
             "tracker_node = perception.ros.tracker_node:main",
             "overlay_node = perception.ros.overlay_node:main",
+            "fusion_node = perception.ros.fusion_node:main",
             "run_config = perception.ros.run_config:main",
             "image_publisher = perception.ros.tools.image_publisher:main",
             "detection_echo = perception.ros.tools.detection_echo:main",

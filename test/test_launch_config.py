@@ -44,6 +44,26 @@ def test_configs_use_only_declared_parameters(config):
             assert params.get(f"cameras.{cam}.topic"), f"{config.name}: {cam} has no topic"
 
 
+@pytest.mark.parametrize("spec", sorted((REPO / "perception" / "ros" / "specs").glob("*.yaml")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_parameter_specs_load_and_defaults_validate(spec):
+    pytest.importorskip("rclpy")
+    from perception.ros.params import load_spec, validate
+
+    for section in load_spec(spec.name.removesuffix(".params.yaml")).values():
+        for name, s in section.items():
+            if not (isinstance(s.default, list) and not s.default):
+                assert validate(name, s, s.default) is None, validate(name, s, s.default)
+
+
+def test_run_config_node_types_exist():
+    pytest.importorskip("rclpy")
+    from perception.ros.run_config import NODE_TYPES, _node_class
+
+    for kind in NODE_TYPES:
+        assert callable(_node_class(kind))
+
+
 def test_run_config_overrides_and_errors(tmp_path):
     pytest.importorskip("rclpy")
     from perception.ros.run_config import load_config

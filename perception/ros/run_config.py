@@ -29,6 +29,8 @@ NODE_TYPES = {
     "detector": "perception.ros.detector_node:DetectorNode",
     "detector_lifecycle": "perception.ros.detector_node:DetectorLifecycleNode",
     "tracker": "perception.ros.tracker_node:TrackerNode",
+    "fusion": "perception.ros.fusion_node:FusionNode",
+    "overlay": "perception.ros.overlay_node:OverlayNode",
 }
 TYPE_KEY = "perception.node_type"
 
