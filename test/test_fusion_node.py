@@ -155,3 +155,72 @@ def test_bad_inputs_are_counted(ros_context, executor):
     fusion.publish_diagnostics()
     fusion.destroy_node()
     probe.destroy_node()
+
+
+def test_image_and_depth_through_detector_and_fusion(ros_context, executor, tmp_path):
+    """Camera image + CameraInfo (one process) -> detector with tracking and fusion
+    (run_config, one process) <- depth registered to each image (this process);
+    Detection3DArray and MarkerArray out with the image's stamp in base_link."""
+    import yaml
+
+    from perception.ros.testing import NodeProcess
+
+    shared = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (shared / "yolox_nano.onnx").is_file():
+        pytest.skip(f"real assets not available: {shared} is absent")
+    labels = __import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "coco80.labels"
+    names = labels.read_text().split()
+    config = {
+        "detector": {"ros__parameters": {
+            "perception.node_type": "detector", "camera_names": ["cam"], "tracking": True,
+            "model.path": str(shared / "yolox_nano.onnx"), "model.labels_file": str(labels),
+            "max_age_ms": 0.0, "cameras.cam.topic": "/chain/cam/image_raw",
+            "cameras.cam.qos.reliability": "reliable"}},
+        "fusion": {"ros__parameters": {
+            "perception.node_type": "fusion", "mode": "depth",
+            "detections_topic": "/detector/cam/tracks",
+            "camera_info_topic": "/chain/cam/camera_info",
+            "depth_topic": "/chain/cam/depth", "qos_reliability": "reliable", "class_names": names,
+            "target_frame": "base_link"}},
+    }  # fmt: skip
+    cfg = tmp_path / "chain.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    node = Node("chain_probe", context=ros_context)
+    executor.add_node(node)
+    pub_depth = node.create_publisher(Image, "/chain/cam/depth", RELIABLE)
+    image_stamps: list[int] = []
+
+    def on_image(msg: Image) -> None:  # a depth camera registered to the colour one: a wall at 8 m
+        depth = Image(height=msg.height, width=msg.width, encoding="32FC1", step=msg.width * 4,
+                      data=np.full((msg.height, msg.width), 8.0, np.float32).tobytes())  # fmt: skip
+        depth.header = msg.header
+        image_stamps.append(stamp_to_ns(msg.header.stamp))
+        pub_depth.publish(depth)
+
+    node.create_subscription(Image, "/chain/cam/image_raw", on_image, RELIABLE)
+    objects: list[Detection3DArray] = []
+    markers: list[MarkerArray] = []
+    node.create_subscription(Detection3DArray, "/fusion/objects", objects.append, RELIABLE)
+    node.create_subscription(MarkerArray, "/fusion/markers", markers.append, RELIABLE)
+    image = shared / "pd_24274813513_0cfd2ce6d0_k.jpg"  # 10 persons walking on a road
+    procs = [
+        NodeProcess([sys.executable, "-m", "perception.ros.run_config", str(cfg)]),
+        NodeProcess([sys.executable, "-m", "perception.ros.tools.image_publisher", str(image),
+                     "--topic", "/chain/cam/image_raw", "--frame-id", "cam_optical", "--rate", "3",
+                     "--loop", "--camera-info"]),
+    ]  # fmt: skip
+    try:
+        ok = spin_until(executor, lambda: any(len(m.detections) >= 3 for m in objects),
+                        timeout_s=90)  # fmt: skip
+        assert ok, "\n".join(p.output()[-3000:] for p in procs)
+    finally:
+        for p in procs:
+            p.stop()
+    full = next(m for m in objects if len(m.detections) >= 3)
+    assert full.header.frame_id == "base_link"
+    assert stamp_to_ns(full.header.stamp) in image_stamps
+    persons = [d for d in full.detections if d.results[0].hypothesis.class_id == "person"]
+    assert len(persons) >= 3 and all(d.id for d in persons)
+    for d in persons:  # optical z (8 m wall) is base_link x with the default extrinsic
+        assert 7.5 < d.bbox.center.position.x < 9.0, d.bbox.center.position
+    assert any(m.markers and m.markers[0].header.frame_id == "base_link" for m in markers)
