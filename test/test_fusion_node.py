@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,6 +74,10 @@ def test_cross_process_depth_fusion(ros_context, executor):
     markers: list[MarkerArray] = []
     node.create_subscription(Detection3DArray, "/fusion/objects", objects.append, RELIABLE)
     node.create_subscription(MarkerArray, "/fusion/markers", markers.append, RELIABLE)
+    predicted: list[Detection3DArray] = []
+    node.create_subscription(
+        Detection3DArray, "/fusion/objects_predicted", predicted.append, RELIABLE
+    )
     argv = [sys.executable, "-m", "perception.ros.fusion_node", "--ros-args", *_params()]
     with NodeProcess(argv) as proc:
         ok = spin_until(executor, lambda: pub_det.get_subscription_count() > 0
@@ -80,8 +85,8 @@ def test_cross_process_depth_fusion(ros_context, executor):
                         and node.count_publishers("/fusion/objects") > 0, timeout_s=30)  # fmt: skip
         assert ok, proc.output()
         sent = []
-        for i in range(6):  # 10 Hz; the 3D tracker confirms after a few frames
-            stamp = 1_000_000_000 + i * 100_000_000
+        for _ in range(6):  # the 3D tracker confirms after a few frames
+            stamp = time.time_ns()  # real time: predictions go to the publish time
             info, depth, det, _ = _inputs(stamp)
             pub_info.publish(info)
             pub_depth.publish(depth)
@@ -102,6 +107,25 @@ def test_cross_process_depth_fusion(ros_context, executor):
         assert err < 0.3, f"track {d.id}: centre error {err:.2f} m"
         assert d.results[0].hypothesis.class_id == "person"
     assert all(m.markers[0].header.frame_id == "base_link" for m in markers)
+    # predicted to the publish time: stamped later than the input, same tracks
+    assert spin_until(executor, lambda: len(predicted) >= len(sent))
+    assert stamp_to_ns(predicted[-1].header.stamp) >= sent[-1]
+    assert sorted(d.id for d in predicted[-1].detections) == ["11", "12"]
+
+
+def test_autoware_output_is_refused_without_the_package(ros_context):
+    try:
+        import autoware_perception_msgs  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("autoware_perception_msgs is installed here")
+    from perception.ros.autoware import AutowareUnavailableError
+    from perception.ros.fusion_node import FusionNode
+
+    with pytest.raises(AutowareUnavailableError, match="autoware_perception_msgs"):
+        FusionNode(context=ros_context,
+                   parameter_overrides=[Parameter("autoware_output", value=True)])  # fmt: skip
 
 
 def test_bad_inputs_are_counted(ros_context, executor):

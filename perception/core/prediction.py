@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from perception.core.errors import PerceptionError
+from perception.core.fusion.types import Objects3D
 from perception.core.tracking.kalman import KalmanState, kf_init, kf_predict, kf_update
 from perception.core.tracking.tracker import Tracker, TrackSnapshot, TrackState
 from perception.core.types import UNTRACKED, Detections
@@ -45,6 +46,7 @@ __all__ = [
     "Prediction",
     "PredictionError",
     "TrackMotionEstimator",
+    "predict_objects3d",
     "predict_snapshot",
     "predict_tracker",
     "resolve_horizon",
@@ -404,3 +406,40 @@ class TrackMotionEstimator:
             position_std=std1,
             source_position_std=std0,
         )
+
+
+def predict_objects3d(
+    objects: Objects3D,
+    target_ns: int,
+    max_horizon_s: float = 0.5,
+    state_covariances: np.ndarray | None = None,
+    past: PastPolicy = "refuse",
+) -> tuple[Objects3D, float]:
+    """3D objects moved to `target_ns` with constant velocity: (objects, horizon_s).
+
+    Rows with unknown velocity (NaN) keep their position. With
+    `state_covariances` ((N, 6, 6) over x, y, z, vx, vy, vz, as the 3D
+    tracker keeps them) the centre covariance grows as F P F^T for
+    F = [[I, dt I], [0, I]]; without, it is kept. The same horizon cap and
+    past policy as the 2D prediction apply (`HorizonExceededError`).
+    """
+    horizon, dt = resolve_horizon(objects.stamp_ns, target_ns, max_horizon_s, past)
+    n = len(objects.centers)
+    vel = objects.velocities.astype(np.float64)
+    known = np.isfinite(vel).all(axis=1)
+    centers = objects.centers.copy()
+    centers[known] += vel[known] * dt
+    covs = objects.covariances.astype(np.float64)
+    if state_covariances is not None:
+        p = np.asarray(state_covariances, np.float64)
+        if p.shape != (n, 6, 6):
+            raise ValueError(f"state_covariances: expected shape ({n}, 6, 6), got {p.shape}")
+        # position block of F P F^T
+        covs = p[:, :3, :3] + dt * (p[:, :3, 3:] + p[:, 3:, :3]) + dt * dt * p[:, 3:, 3:]
+    out = replace(
+        objects,
+        centers=centers,
+        covariances=covs.astype(np.float32),
+        stamp_ns=int(target_ns),
+    )
+    return out, horizon

@@ -17,7 +17,7 @@ by kind, logged throttled, and the node keeps running.
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
@@ -91,21 +91,29 @@ class FusionNode(Node):
         )
         self.pub_objects = self.create_publisher(Detection3DArray, "~/objects", reliable)
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", reliable)
+        self.pub_predicted = None
+        if self.p["predicted_output"] and self.tracker is not None:
+            self.pub_predicted = self.create_publisher(
+                Detection3DArray, "~/objects_predicted", reliable
+            )
+        self.pub_autoware = None
+        if self.p["autoware_output"]:
+            from perception.ros.autoware import require_autoware
+
+            aw = require_autoware()  # AutowareUnavailableError: the node refuses to start
+            self.pub_autoware = self.create_publisher(
+                aw.TrackedObjects, "~/autoware/tracked_objects", reliable
+            )
+        self.horizons_ms: deque[float] = deque(maxlen=256)  # recent, for diagnostics
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(
             Detection2DArray, self.p["detections_topic"], self._on_detections, reliable
         )
-        self.create_subscription(
-            CameraInfo, self.p["camera_info_topic"], self._on_info, sensor
-        )
+        self.create_subscription(CameraInfo, self.p["camera_info_topic"], self._on_info, sensor)
         if self.mode == "depth":
-            self.create_subscription(
-                Image, self.p["depth_topic"], self._on_depth, sensor
-            )
+            self.create_subscription(Image, self.p["depth_topic"], self._on_depth, sensor)
         else:
-            self.create_subscription(
-                PointCloud2, self.p["cloud_topic"], self._on_cloud, sensor
-            )
+            self.create_subscription(PointCloud2, self.p["cloud_topic"], self._on_cloud, sensor)
         self.create_timer(float(self.p["diagnostics_period_s"]), self.publish_diagnostics)
 
     # ----------------------------------------------------------------- input
@@ -192,9 +200,59 @@ class FusionNode(Node):
         self.pub_objects.publish(objects_to_detection3d_array(objects, self.class_names, fmt))
         self.pub_markers.publish(objects_to_markers(objects, self.class_names))
         self.published += 1
+        if self.pub_predicted is not None or self.pub_autoware is not None:
+            self._publish_predicted(objects)
+
+    def _state_covariances(self, objects: Any) -> np.ndarray:
+        by_id = {t.track_id: t.covariance for t in self.tracker.tracks()}
+        default = np.zeros((6, 6))
+        default[:3, :3] = np.eye(3)
+        return np.stack(
+            [by_id.get(int(i), default) for i in objects.track_ids]
+        ) if len(objects.track_ids) else np.zeros((0, 6, 6))  # fmt: skip
+
+    def _publish_predicted(self, objects: Any) -> None:
+        """Tracks moved to the publish time (planning and AR consumers act now,
+        not at capture time); refused beyond the horizon cap, counted."""
+        from perception.core.prediction import PredictionError, predict_objects3d
+
+        covs = self._state_covariances(objects)
+        now_ns = self.get_clock().now().nanoseconds
+        try:
+            predicted, horizon = predict_objects3d(
+                objects, now_ns, float(self.p["prediction_max_horizon_s"]), covs, past="hold"
+            )
+        except PredictionError as exc:
+            self._count("prediction_refused", str(exc))
+            return
+        self.horizons_ms.append(horizon * 1e3)
+        fmt = self.p["class_format"]
+        if self.pub_predicted is not None:
+            msg = objects_to_detection3d_array(predicted, self.class_names, fmt)
+            self.pub_predicted.publish(msg)
+        if self.pub_autoware is not None:
+            from perception.ros.autoware import Tracks3D, build_tracked_objects_msg
+
+            names = [
+                self.class_names[c] if 0 <= c < len(self.class_names) else "unknown"
+                for c in predicted.class_ids.tolist()
+            ]
+            vel = np.nan_to_num(predicted.velocities.astype(np.float64))
+            tracks = Tracks3D.from_arrays(
+                positions=predicted.centers, sizes=predicted.sizes, yaws=predicted.yaws,
+                class_names=names, track_ids=predicted.track_ids, velocities=vel,
+                position_covs=predicted.covariances, velocity_covs=covs[:, 3:, 3:],
+                scores=predicted.scores, frame_id=predicted.frame_id,
+                stamp_ns=predicted.stamp_ns,
+            )  # fmt: skip
+            self.pub_autoware.publish(build_tracked_objects_msg(tracks))
 
     def publish_diagnostics(self) -> None:
         values = {"published": str(self.published), "mode": self.mode}
+        if self.horizons_ms:
+            h = np.asarray(self.horizons_ms)
+            values["prediction.horizon_ms.p50"] = f"{np.percentile(h, 50):.1f}"
+            values["prediction.horizon_ms.max"] = f"{h.max():.1f}"
         for stream, st in self.sync.stats().items():
             for k, v in vars(st).items():
                 values[f"sync.{stream}.{k}"] = str(v)
