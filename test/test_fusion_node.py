@@ -58,7 +58,8 @@ def _params(**extra) -> list[str]:
     args = ["-p", "mode:=depth", "-p", "detections_topic:=/fz/det", "-p",
             "camera_info_topic:=/fz/info", "-p", "depth_topic:=/fz/depth", "-p",
             "target_frame:=base_link", "-p", f"T_target_from_camera:=[{flat}]",
-            "-p", "class_names:=[person]", "-p", "qos_reliability:=reliable"]  # fmt: skip
+            "-p", "class_names:=[person]", "-p", "qos_reliability:=reliable",
+            "-p", "prediction_max_horizon_s:=5.0"]  # fmt: skip  (a loaded machine may lag)
     for k, v in extra.items():
         args += ["-p", f"{k}:={v}"]
     return args

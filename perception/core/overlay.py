@@ -5,7 +5,10 @@ stamps. Memory is bounded twice: `max_points` per track and `max_tracks`
 tracks (tracks unseen for `max_age_s` are forgotten first), so a long run or a
 flood of short-lived ids cannot grow it. Trails are drawn as polylines in the
 track's colour (`drawing.color_for`), predicted boxes as dashed rectangles, so
-a viewer can tell measured from extrapolated geometry. Pure numpy + OpenCV.
+a viewer can tell measured from extrapolated geometry. 3D boxes
+(`draw_boxes3d`) are projected through a `CameraModel`, their edges clipped to
+the camera's viewing frustum first, so a box partly behind the camera draws
+its visible part instead of mirrored garbage. Pure numpy + OpenCV.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,7 +24,19 @@ from perception.core.drawing import color_for, draw_detections
 from perception.core.errors import InputImageError
 from perception.core.types import Detections
 
-__all__ = ["TrailHistory", "draw_overlay", "draw_predicted", "draw_trails"]
+if TYPE_CHECKING:
+    from perception.core.camera import CameraModel
+    from perception.core.fusion.types import Objects3D
+
+__all__ = [
+    "BOX_EDGES",
+    "TrailHistory",
+    "box3d_edges",
+    "draw_boxes3d",
+    "draw_overlay",
+    "draw_predicted",
+    "draw_trails",
+]
 
 _NS = 1_000_000_000
 
@@ -209,4 +225,151 @@ def draw_overlay(
     draw_detections(out, det, class_names, copy=False)
     if dashed is not None:
         draw_predicted(out, dashed, copy=False)
+    return out
+
+
+# ------------------------------------------------------------------ 3D boxes
+
+BOX_EDGES: tuple[tuple[int, int], ...] = tuple(
+    (i, i | bit) for i in range(8) for bit in (4, 2, 1) if not i & bit
+)
+"""The 12 edges of a box as pairs of `Objects3D.corners()` indices (corner
+index = 4*[x>0] + 2*[y>0] + [z>0]: two corners share an edge when their
+indices differ in one bit)."""
+
+_NEAR_M = 1e-3
+_FOV_MARGIN = 0.05  # fraction of the field of view added on each side
+_FOV_CAP = 20.0  # |x/z|, |y/z| cap (~87 degrees) for very wide fisheye bounds
+
+
+def _frustum(camera: CameraModel, near: float) -> np.ndarray:
+    """(5, 3) rows (a, b, c) of the half-spaces a*x + b*y + c*z >= 0 (and z >=
+    near) bounding what the camera sees, slightly enlarged: clipping to them
+    keeps the lens model inside its valid range and pixels finite."""
+    xmin, xmax, ymin, ymax = camera.fov_bounds()
+    mx, my = _FOV_MARGIN * (xmax - xmin), _FOV_MARGIN * (ymax - ymin)
+    xmin, xmax = max(xmin - mx, -_FOV_CAP), min(xmax + mx, _FOV_CAP)
+    ymin, ymax = max(ymin - my, -_FOV_CAP), min(ymax + my, _FOV_CAP)
+    return np.array(
+        [
+            [0.0, 0.0, 1.0],  # z >= near (offset handled by the caller)
+            [1.0, 0.0, -xmin],  # x/z >= xmin
+            [-1.0, 0.0, xmax],  # x/z <= xmax
+            [0.0, 1.0, -ymin],
+            [0.0, -1.0, ymax],
+        ]
+    )
+
+
+def _clip_segments(p0: np.ndarray, p1: np.ndarray, planes: np.ndarray, near: float):
+    """Liang-Barsky in 3D: (M, 3) segments p0->p1 clipped to the half-spaces;
+    returns the clipped endpoints and a (M,) mask of segments with a part left."""
+    offsets = np.zeros(len(planes))
+    offsets[0] = -near
+    f0 = p0 @ planes.T + offsets  # (M, P) >= 0 inside
+    f1 = p1 @ planes.T + offsets
+    keep = ~((f0 < 0) & (f1 < 0)).any(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = f0 / (f0 - f1)  # where the segment crosses each plane
+    enter = (f0 < 0) & (f1 >= 0)
+    leave = (f0 >= 0) & (f1 < 0)
+    t0 = np.max(np.where(enter, t, 0.0), axis=1, initial=0.0)
+    t1 = np.min(np.where(leave, t, 1.0), axis=1, initial=1.0)
+    keep &= t0 <= t1
+    d = p1 - p0
+    return p0 + t0[:, None] * d, p0 + t1[:, None] * d, keep
+
+
+def box3d_edges(
+    camera: CameraModel,
+    objects: Objects3D,
+    *,
+    transform: np.ndarray | None = None,
+    near: float = _NEAR_M,
+    samples: int | None = None,
+) -> list[list[np.ndarray]]:
+    """Per object, the visible parts of its 12 edges as (K, 2) float64 pixel
+    polylines (K >= 2; an edge entirely outside the view is left out).
+
+    `objects` are in the camera optical frame, or in another frame when
+    `transform` (4x4, that frame -> optical) is given: the CORNERS are
+    transformed, which is exact for any box orientation (unlike
+    `Objects3D.transformed`, which re-expresses boxes as yaw-only). Edges are
+    clipped in 3D to z >= `near` and to the slightly enlarged field of view,
+    then projected with the camera's distortion; a distorted camera gets
+    `samples` points per edge (default 16) since straight edges bend.
+    """
+    if not (isinstance(near, (int, float)) and math.isfinite(near) and near > 0):
+        raise ValueError(f"near: expected a finite number > 0, got {near!r}")
+    if samples is None:
+        samples = 16 if camera.has_distortion else 2
+    if not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples: expected an int >= 2, got {samples!r}")
+    n = len(objects)
+    if n == 0:
+        return []
+    corners = objects.corners()  # (N, 8, 3)
+    if transform is not None:
+        t = np.asarray(transform, np.float64)
+        if t.shape != (4, 4) or not np.isfinite(t).all():
+            raise ValueError(f"transform: expected a finite 4x4 matrix, got shape {t.shape}")
+        corners = corners @ t[:3, :3].T + t[:3, 3]
+    idx = np.array(BOX_EDGES)
+    p0 = corners[:, idx[:, 0]].reshape(-1, 3)
+    p1 = corners[:, idx[:, 1]].reshape(-1, 3)
+    a, b, keep = _clip_segments(p0, p1, _frustum(camera, float(near)), float(near))
+    s = np.linspace(0.0, 1.0, samples)
+    pts = a[:, None, :] + s[None, :, None] * (b - a)[:, None, :]  # (M, S, 3)
+    # guard against rounding just below the near plane at clipped endpoints
+    pts[..., 2] = np.maximum(pts[..., 2], float(near))
+    uv = camera.project(pts.reshape(-1, 3)).reshape(-1, samples, 2)
+    keep &= np.isfinite(uv).all(axis=(1, 2))
+    out: list[list[np.ndarray]] = []
+    for i in range(n):
+        rows = range(i * len(BOX_EDGES), (i + 1) * len(BOX_EDGES))
+        out.append([uv[r] for r in rows if keep[r]])
+    return out
+
+
+def draw_boxes3d(
+    image: np.ndarray,
+    camera: CameraModel,
+    objects: Objects3D,
+    class_names: Sequence[str] | None = None,
+    *,
+    transform: np.ndarray | None = None,
+    near: float = _NEAR_M,
+    thickness: int = 2,
+    copy: bool = True,
+) -> np.ndarray:
+    """Projected 3D boxes (see `box3d_edges`): the visible part of each edge
+    in the track's colour (`color_for`, class colour when untracked) and a
+    "class #id" label at the top-left of the drawn outline."""
+    import cv2
+
+    _check_image(image)
+    out = image.copy() if copy else image
+    h, w = out.shape[:2]
+    if (camera.width, camera.height) != (w, h):
+        raise InputImageError(
+            f"image size {w}x{h} does not match the camera model's {camera.width}x{camera.height}"
+        )
+    names = class_names or ()
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.4, min(h, w) / 1200.0)
+    for i, edges in enumerate(box3d_edges(camera, objects, transform=transform, near=near)):
+        if not edges:
+            continue
+        tid, cls = int(objects.track_ids[i]), int(objects.class_ids[i])
+        color = color_for(tid if tid >= 0 else cls)
+        polys = [np.round(e).astype(np.int32).reshape(-1, 1, 2) for e in edges]
+        cv2.polylines(out, polys, False, color, thickness, cv2.LINE_AA)
+        allpts = np.concatenate(edges)
+        x = int(np.clip(np.round(allpts[:, 0].min()), 0, w - 1))
+        y = int(np.clip(np.round(allpts[:, 1].min()), 0, h - 1))
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
+        label = f"{name} #{tid}" if tid >= 0 else name
+        (_, th), base = cv2.getTextSize(label, font, scale, 1)
+        ty = y - 2 if y - th - base - 2 >= 0 else y + th + base + 2
+        cv2.putText(out, label, (x + 1, ty - 2), font, scale, color, 1, cv2.LINE_AA)
     return out

@@ -9,7 +9,7 @@ for RViz and Foxglove.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -28,11 +28,18 @@ from perception.core.camera import CameraModel
 from perception.core.drawing import color_for
 from perception.core.fusion.pointcloud import CloudXYZ, cloud_xyz
 from perception.core.fusion.types import Objects3D, yaw_quaternions
-from perception.ros.conversions import ClassFormat, _class_strings, ns_to_stamp
+from perception.ros.conversions import (
+    ClassFormat,
+    _class_lookup,
+    _class_strings,
+    ns_to_stamp,
+    stamp_to_ns,
+)
 
 __all__ = [
     "camera_model_from_info",
     "cloud_from_msg",
+    "detection3d_array_to_objects",
     "objects_to_detection3d_array",
     "objects_to_markers",
 ]
@@ -112,6 +119,69 @@ def objects_to_detection3d_array(
         dets.append(d)
     out.detections = dets
     return out
+
+
+def detection3d_array_to_objects(
+    msg: Detection3DArray,
+    class_names: Sequence[str] | Mapping[str, int] | None = None,
+) -> Objects3D:
+    """vision_msgs/Detection3DArray -> Objects3D in the array's frame (the
+    inverse of `objects_to_detection3d_array`).
+
+    Takes the best-scoring hypothesis of each detection: its class string is
+    looked up in `class_names`, then parsed as an integer, else -1; its pose
+    covariance position block becomes the centre covariance (zeros when the
+    covariance is not 36 numbers). The yaw is the rotation about +z of the box
+    orientation (exact for the yaw-only boxes this package publishes). A
+    non-numeric `id` is untracked; velocities are unknown (the message has
+    none). Raises FusionInputError (from Objects3D) on non-finite or
+    non-positive sizes.
+    """
+    lookup = _class_lookup(class_names)
+    n = len(msg.detections)
+    centers = np.zeros((n, 3), np.float64)
+    sizes = np.zeros((n, 3), np.float64)
+    yaws = np.zeros(n, np.float64)
+    cov = np.zeros((n, 3, 3), np.float64)
+    scores = np.zeros(n, np.float32)
+    class_ids = np.full(n, -1, np.int32)
+    track_ids = np.full(n, -1, np.int64)
+    for i, d in enumerate(msg.detections):
+        c, o, s = d.bbox.center.position, d.bbox.center.orientation, d.bbox.size
+        centers[i] = (c.x, c.y, c.z)
+        sizes[i] = (s.x, s.y, s.z)
+        yaws[i] = np.arctan2(2.0 * (o.w * o.z + o.x * o.y), 1.0 - 2.0 * (o.y * o.y + o.z * o.z))
+        if d.results:
+            best = max(d.results, key=lambda r: r.hypothesis.score)
+            scores[i] = best.hypothesis.score
+            name = best.hypothesis.class_id
+            if name in lookup:
+                class_ids[i] = lookup[name]
+            else:
+                try:
+                    class_ids[i] = int(name)
+                except ValueError:
+                    class_ids[i] = -1
+            c6 = np.asarray(best.pose.covariance, np.float64)
+            if c6.size == 36:
+                cov[i] = c6.reshape(6, 6)[:3, :3]
+        if d.id:
+            try:
+                track_ids[i] = int(d.id)
+            except ValueError:
+                track_ids[i] = -1
+    return Objects3D.from_arrays(
+        centers,
+        sizes,
+        yaws,
+        cov,
+        None,
+        scores,
+        class_ids,
+        track_ids,
+        stamp_ns=stamp_to_ns(msg.header.stamp),
+        frame_id=msg.header.frame_id,
+    )
 
 
 def objects_to_markers(

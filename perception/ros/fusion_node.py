@@ -39,21 +39,12 @@ from perception.ros.conversions3d import (
     objects_to_markers,
 )
 from perception.ros.images import ImageDecodeError, image_to_array
-from perception.ros.params import ParameterError, declare_from_spec, load_spec
+from perception.ros.params import declare_from_spec, load_spec, transform_param
 from perception.ros.runner import run_node
 
 __all__ = ["FusionNode", "main"]
 
 _THROTTLE_S = 5.0
-
-
-def _matrix4(name: str, values: list[float]) -> np.ndarray:
-    if len(values) != 16:
-        raise ParameterError(f"{name}: expected 16 numbers (row-major 4x4), got {len(values)}")
-    m = np.asarray(values, np.float64).reshape(4, 4)
-    if not np.isfinite(m).all() or not np.allclose(m[3], [0, 0, 0, 1]):
-        raise ParameterError(f"{name}: expected a finite rigid transform with last row 0 0 0 1")
-    return m
 
 
 class FusionNode(Node):
@@ -62,9 +53,11 @@ class FusionNode(Node):
     def __init__(self, node_name: str = "fusion", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_from_spec(self, load_spec("fusion")["node"])
-        self.T_target_from_cam = _matrix4("T_target_from_camera", self.p["T_target_from_camera"])
+        self.T_target_from_cam = transform_param(
+            "T_target_from_camera", self.p["T_target_from_camera"]
+        )
         cloud_t = self.p["T_camera_from_cloud"]
-        self.T_cam_from_cloud = _matrix4("T_camera_from_cloud", cloud_t) if cloud_t else None
+        self.T_cam_from_cloud = transform_param("T_camera_from_cloud", cloud_t) if cloud_t else None
         self.mode = self.p["mode"]
         self.class_names = [n for n in self.p["class_names"] if n]
         self.errors: dict[str, int] = defaultdict(int)

@@ -20,6 +20,19 @@ Two modes:
   `prediction.max_horizon_s` are refused: the image goes out without boxes
   and `prediction_refused` counts it.
 
+Projected 3D boxes (optional): with `objects_topic` (vision_msgs/
+Detection3DArray, e.g. the fusion node's ~/objects) and `camera_info_topic`
+set, the 3D objects of the image's stamp (same `stamp_tolerance_ms`) are drawn
+as the projected 12 edges of each box, through the CameraInfo's model
+(distortion included), after moving the box corners into the optical frame
+with `T_camera_from_objects`. Objects wait in a buffer of `buffer_size`; in
+matched mode an image whose tracks arrived but whose objects have not waits
+too (the fusion output usually comes after the tracks), at most
+`buffer_size` images, the oldest then going out without 3D boxes
+(`objects_missing`). In predicted mode objects are drawn only when their
+stamp matches the image (they are not predicted). Without a CameraInfo the
+3D boxes are skipped and `camera_info_missing` counts it.
+
 "Tracks at time t" over existing message types: a std_msgs/Header on
 `tracks_at.request_topic` (stamp = t) is answered on `tracks_at.response_topic`
 with the newest tracks predicted to t (see `prediction_to_msg` for where the
@@ -43,12 +56,14 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 
+from perception.core.camera import CameraModel
 from perception.core.errors import PerceptionError
-from perception.core.overlay import TrailHistory, draw_overlay
+from perception.core.fusion.types import Objects3D
+from perception.core.overlay import TrailHistory, draw_boxes3d, draw_overlay
 from perception.core.prediction import Prediction, PredictionError, TrackMotionEstimator
 from perception.core.types import Detections
 from perception.ros.conversions import (
@@ -57,13 +72,19 @@ from perception.ros.conversions import (
     ns_to_stamp,
     stamp_to_ns,
 )
+from perception.ros.conversions3d import camera_model_from_info, detection3d_array_to_objects
 from perception.ros.images import (
     ImageDecodeError,
     bgr_to_image_msg,
     compressed_to_bgr,
     image_to_bgr,
 )
-from perception.ros.params import declare_from_spec, load_spec, on_set_validator
+from perception.ros.params import (
+    declare_from_spec,
+    load_spec,
+    on_set_validator,
+    transform_param,
+)
 from perception.ros.runner import run_node
 
 __all__ = ["COUNTERS", "OverlayNode", "main", "prediction_to_msg"]
@@ -79,6 +100,12 @@ COUNTERS = (
     "requests_refused",
     "decode_errors",
     "draw_errors",
+    "objects_received",
+    "unmatched_objects",
+    "objects_missing",
+    "objects_errors",
+    "camera_info_missing",
+    "camera_info_errors",
 )
 """Counters reported in /diagnostics (and kept in `OverlayNode.counters`)."""
 
@@ -114,6 +141,15 @@ class OverlayNode(Node):
         self.latest_tracks: Detections | None = None
         self.last_horizon_s: float | None = None
         self._tolerance_ns = round(float(p["stamp_tolerance_ms"]) * 1e6)
+        # 3D boxes: objects waiting for their image, and images (with their
+        # matched tracks) waiting for their objects; both bounded
+        self.T_cam_from_objects = transform_param(
+            "T_camera_from_objects", p["T_camera_from_objects"]
+        )
+        self.objects_buffer: deque[Objects3D] = deque(maxlen=n)
+        self.pending_3d: deque[tuple[int, Any, Detections]] = deque(maxlen=n)
+        self.camera: CameraModel | None = None
+        self._info_key: tuple = ()
 
         reliability = (
             ReliabilityPolicy.RELIABLE
@@ -135,6 +171,20 @@ class OverlayNode(Node):
         self.sub_tracks = self.create_subscription(
             Detection2DArray, p["tracks_topic"], self._on_tracks, tracks_qos
         )
+        self.sub_objects = self.sub_info = None
+        if p["objects_topic"]:
+            self.sub_objects = self.create_subscription(
+                Detection3DArray, p["objects_topic"], self._on_objects, tracks_qos
+            )
+        if p["camera_info_topic"]:
+            self.sub_info = self.create_subscription(
+                CameraInfo, p["camera_info_topic"], self._on_camera_info, tracks_qos
+            )
+        if self.sub_objects is not None and self.sub_info is None:
+            self.get_logger().warning(
+                "overlay: objects_topic is set but camera_info_topic is empty: 3D boxes "
+                "cannot be projected (counted as camera_info_missing)"
+            )
         self.pub_answer = self.pub_refused = self.sub_request = None
         if p["tracks_at.request_topic"]:
             self.pub_answer = self.create_publisher(
@@ -164,6 +214,7 @@ class OverlayNode(Node):
                 if q.name == "use_prediction":
                     self.image_buffer.clear()  # no image is matched any more in predicted mode
                     self.track_buffer.clear()
+                    self.pending_3d.clear()
 
     # ------------------------------------------------------------- data path
     def _on_tracks(self, msg: Detection2DArray) -> None:
@@ -179,7 +230,7 @@ class OverlayNode(Node):
         for i, (stamp, image_msg) in enumerate(self.image_buffer):
             if abs(stamp - det.stamp_ns) <= self._tolerance_ns:
                 del self.image_buffer[i]
-                self._publish(image_msg, det)
+                self._publish_matched(image_msg, stamp, det)
                 return
         if len(self.track_buffer) == self.track_buffer.maxlen:
             self.counters["unmatched_tracks"] += 1
@@ -209,11 +260,71 @@ class OverlayNode(Node):
         for i, det in enumerate(self.track_buffer):
             if abs(det.stamp_ns - stamp) <= self._tolerance_ns:
                 del self.track_buffer[i]
-                self._publish(msg, det)
+                self._publish_matched(msg, stamp, det)
                 return
         if len(self.image_buffer) == self.image_buffer.maxlen:
             self.counters["unmatched_images"] += 1
         self.image_buffer.append((stamp, msg))
+
+    # ------------------------------------------------------------- 3D boxes
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        key = (msg.width, msg.height, msg.distortion_model, tuple(msg.d), tuple(msg.k),
+               tuple(msg.r), tuple(msg.p), msg.header.frame_id)  # fmt: skip
+        if key == self._info_key:
+            return
+        try:
+            self.camera = camera_model_from_info(msg)
+        except PerceptionError as exc:
+            self.counters["camera_info_errors"] += 1
+            self.get_logger().warning(
+                f"overlay: bad CameraInfo: {exc}", throttle_duration_sec=_THROTTLE_S
+            )
+            return
+        self._info_key = key
+
+    def _on_objects(self, msg: Detection3DArray) -> None:
+        self.counters["objects_received"] += 1
+        try:
+            obj = detection3d_array_to_objects(msg, self.class_names)
+        except (PerceptionError, ValueError) as exc:
+            self.counters["objects_errors"] += 1
+            self.get_logger().warning(
+                f"overlay: bad 3D objects: {exc}", throttle_duration_sec=_THROTTLE_S
+            )
+            return
+        for i, (stamp, image_msg, det) in enumerate(self.pending_3d):
+            if abs(stamp - obj.stamp_ns) <= self._tolerance_ns:
+                del self.pending_3d[i]
+                self._publish(image_msg, det, objects=obj)
+                return
+        if len(self.objects_buffer) == self.objects_buffer.maxlen:
+            self.counters["unmatched_objects"] += 1
+        self.objects_buffer.append(obj)
+
+    def _take_objects(self, stamp: int) -> Objects3D | None:
+        """The buffered objects of this image stamp (removed), or None."""
+        for i, obj in enumerate(self.objects_buffer):
+            if abs(obj.stamp_ns - stamp) <= self._tolerance_ns:
+                del self.objects_buffer[i]
+                return obj
+        return None
+
+    def _publish_matched(self, msg: Image | CompressedImage, stamp: int, det: Detections) -> None:
+        """Image and its tracks matched: publish now, or (3D boxes on) wait
+        for the image's objects; a full wait buffer sends its oldest image
+        out without 3D boxes."""
+        if self.sub_objects is None:
+            self._publish(msg, det)
+            return
+        obj = self._take_objects(stamp)
+        if obj is not None:
+            self._publish(msg, det, objects=obj)
+            return
+        if len(self.pending_3d) == self.pending_3d.maxlen:
+            _, old_msg, old_det = self.pending_3d.popleft()
+            self.counters["objects_missing"] += 1
+            self._publish(old_msg, old_det)
+        self.pending_3d.append((stamp, msg, det))
 
     def _on_request(self, msg: Header) -> None:
         """Answer "tracks at time t" with the newest tracks predicted to t."""
@@ -238,7 +349,7 @@ class OverlayNode(Node):
     def _publish_predicted(self, msg: Image | CompressedImage, stamp: int) -> None:
         tracks = self.latest_tracks
         if tracks is None:
-            self._publish(msg, None)
+            self._publish(msg, None, objects=self._objects_for(stamp))
             return
         try:
             pred = self.motion.predict(
@@ -256,13 +367,23 @@ class OverlayNode(Node):
             return
         self.last_horizon_s = pred.horizon_s
         source = tracks if self.params["prediction.show_source"] else None
-        self._publish(msg, pred.detections, dashed=source)
+        self._publish(msg, pred.detections, dashed=source, objects=self._objects_for(stamp))
+
+    def _objects_for(self, stamp: int) -> Objects3D | None:
+        """Predicted mode: the objects of exactly this stamp, if already here."""
+        if self.sub_objects is None:
+            return None
+        obj = self._take_objects(stamp)
+        if obj is None:
+            self.counters["objects_missing"] += 1
+        return obj
 
     def _publish(
         self,
         msg: Image | CompressedImage,
         det: Detections | None,
         dashed: Detections | None = None,
+        objects: Objects3D | None = None,
     ) -> None:
         """Decode, draw and publish with the image's header."""
         try:
@@ -294,8 +415,34 @@ class OverlayNode(Node):
                 f"overlay: cannot draw: {exc}", throttle_duration_sec=_THROTTLE_S
             )
             return
+        if objects is not None and len(objects):
+            self._draw_3d(out, objects)
         self.pub.publish(bgr_to_image_msg(out, msg.header))
         self.counters["published"] += 1
+
+    def _draw_3d(self, out: np.ndarray, objects: Objects3D) -> None:
+        """Projected 3D boxes onto `out` in place; a missing or mismatching
+        CameraInfo is counted and the image still goes out with its 2D overlay."""
+        if self.camera is None:
+            self.counters["camera_info_missing"] += 1
+            self.get_logger().warning(
+                "overlay: no CameraInfo yet, 3D boxes skipped", throttle_duration_sec=_THROTTLE_S
+            )
+            return
+        try:
+            draw_boxes3d(
+                out,
+                self.camera,
+                objects,
+                self.class_names,
+                transform=self.T_cam_from_objects,
+                copy=False,
+            )
+        except PerceptionError as exc:
+            self.counters["draw_errors"] += 1
+            self.get_logger().warning(
+                f"overlay: cannot draw 3D boxes: {exc}", throttle_duration_sec=_THROTTLE_S
+            )
 
     # ----------------------------------------------------------- diagnostics
     def publish_diagnostics(self) -> None:
@@ -303,12 +450,16 @@ class OverlayNode(Node):
         values = {k: str(v) for k, v in c.items()}
         values["image_buffer"] = str(len(self.image_buffer))
         values["track_buffer"] = str(len(self.track_buffer))
+        values["objects_buffer"] = str(len(self.objects_buffer))
+        values["pending_3d"] = str(len(self.pending_3d))
+        values["camera_info"] = str(self.camera is not None)
         values["buffer_size"] = str(self.image_buffer.maxlen)
         values["trail_tracks"] = str(len(self.trails))
         values["use_prediction"] = str(bool(self.params["use_prediction"]))
         if self.last_horizon_s is not None:
             values["last_horizon_ms"] = f"{self.last_horizon_s * 1e3:.1f}"
         bad = c["decode_errors"] + c["draw_errors"] + c["prediction_refused"]
+        bad += c["objects_errors"] + c["camera_info_errors"] + c["camera_info_missing"]
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK,
             name=f"{self.get_name()}: overlay",

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -31,7 +32,14 @@ from rclpy.exceptions import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-__all__ = ["ParamSpec", "ParameterError", "declare_from_spec", "load_spec", "validate"]
+__all__ = [
+    "ParamSpec",
+    "ParameterError",
+    "declare_from_spec",
+    "load_spec",
+    "transform_param",
+    "validate",
+]
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
@@ -189,3 +197,13 @@ def on_set_validator(specs: Mapping[str, ParamSpec]):
         return SetParametersResult(successful=True)
 
     return callback
+
+
+def transform_param(name: str, values: list[float]) -> np.ndarray:
+    """A row-major 4x4 rigid transform given as a double-array parameter."""
+    if len(values) != 16:
+        raise ParameterError(f"{name}: expected 16 numbers (row-major 4x4), got {len(values)}")
+    m = np.asarray(values, np.float64).reshape(4, 4)
+    if not np.isfinite(m).all() or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise ParameterError(f"{name}: expected a finite rigid transform with last row 0 0 0 1")
+    return m
