@@ -96,6 +96,7 @@ def test_cross_process_depth_fusion(ros_context, executor):
             n = len(objects)
             assert spin_until(executor, lambda n=n: len(objects) > n, timeout_s=20), proc.output()
         assert spin_until(executor, lambda: len(markers) >= len(sent))
+        assert spin_until(executor, lambda: len(predicted) >= len(sent)), proc.output()
     last = objects[-1]
     assert last.header.frame_id == "base_link"
     assert stamp_to_ns(last.header.stamp) == sent[-1]
@@ -109,7 +110,6 @@ def test_cross_process_depth_fusion(ros_context, executor):
         assert d.results[0].hypothesis.class_id == "person"
     assert all(m.markers[0].header.frame_id == "base_link" for m in markers)
     # predicted to the publish time: stamped later than the input, same tracks
-    assert spin_until(executor, lambda: len(predicted) >= len(sent))
     assert stamp_to_ns(predicted[-1].header.stamp) >= sent[-1]
     assert sorted(d.id for d in predicted[-1].detections) == ["11", "12"]
 
