@@ -79,9 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from perception.cli.detect import detection_records, iter_inputs
     from perception.core.detector import Detector
-    from perception.core.drawing import draw_detections
     from perception.core.engines.config import EngineConfig
     from perception.core.engines.factory import create_engine
+    from perception.core.overlay import TrailHistory, draw_overlay
     from perception.core.tracking.multi import MultiCameraTracker
 
     model = args.model or DEFAULT_MODEL
@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     names = detector.class_names
     tracker = None if args.no_track else MultiCameraTracker()
+    trails: dict[str, TrailHistory] = defaultdict(TrailHistory)  # per video
     errors: list[str] = []
     writers: dict[str, Any] = {}
     fps_of: dict[str, float] = {}
@@ -142,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 + "\n"
             )
-            drawn = draw_detections(image, det, names, copy=False)
+            trail = None
+            if index is not None and tracker is not None:
+                trail = trails[source]
+                trail.update(det)
+            drawn = draw_overlay(image, det, names, trails=trail, copy=False)
             name = Path(source).stem
             if index is None:
                 cv2.imwrite(str(out / f"{name}.jpg"), drawn)
