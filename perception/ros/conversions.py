@@ -121,6 +121,29 @@ def _class_lookup(class_names: Sequence[str] | Mapping[str, int] | None) -> dict
     return {name: i for i, name in enumerate(class_names)}
 
 
+def best_hypothesis(results: Sequence[ObjectHypothesisWithPose]) -> ObjectHypothesisWithPose | None:
+    """The highest-scoring hypothesis of a detection, or None when it has none."""
+    return max(results, key=lambda r: r.hypothesis.score) if results else None
+
+
+def class_id_of(class_id: str, lookup: Mapping[str, int]) -> int:
+    """Class string -> id: a known name, else an integer string, else -1."""
+    if class_id in lookup:
+        return lookup[class_id]
+    try:
+        return int(class_id)
+    except ValueError:
+        return -1
+
+
+def track_id_of(text: str) -> int:
+    """`Detection2D/3D.id` -> track id; "" or non-numeric is untracked (-1)."""
+    try:
+        return int(text) if text else UNTRACKED
+    except ValueError:
+        return UNTRACKED
+
+
 def msg_to_detections(
     msg: Detection2DArray,
     class_names: Sequence[str] | Mapping[str, int] | None = None,
@@ -147,22 +170,11 @@ def msg_to_detections(
             c, s = abs(np.cos(theta)), abs(np.sin(theta))
             w, h = w * c + h * s, w * s + h * c
         xyxy[i] = (cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5)
-        if d.results:
-            best = max(d.results, key=lambda r: r.hypothesis.score)
+        best = best_hypothesis(d.results)
+        if best is not None:
             scores[i] = best.hypothesis.score
-            cls = best.hypothesis.class_id
-            if cls in lookup:
-                class_ids[i] = lookup[cls]
-            else:
-                try:
-                    class_ids[i] = int(cls)
-                except ValueError:
-                    class_ids[i] = -1
-        if d.id:
-            try:
-                track_ids[i] = int(d.id)
-            except ValueError:
-                track_ids[i] = UNTRACKED
+            class_ids[i] = class_id_of(best.hypothesis.class_id, lookup)
+        track_ids[i] = track_id_of(d.id)
     return Detections(
         xyxy=xyxy.astype(np.float32),
         scores=scores,

@@ -32,8 +32,11 @@ from perception.ros.conversions import (
     ClassFormat,
     _class_lookup,
     _class_strings,
+    best_hypothesis,
+    class_id_of,
     ns_to_stamp,
     stamp_to_ns,
+    track_id_of,
 )
 
 __all__ = [
@@ -151,25 +154,14 @@ def detection3d_array_to_objects(
         centers[i] = (c.x, c.y, c.z)
         sizes[i] = (s.x, s.y, s.z)
         yaws[i] = np.arctan2(2.0 * (o.w * o.z + o.x * o.y), 1.0 - 2.0 * (o.y * o.y + o.z * o.z))
-        if d.results:
-            best = max(d.results, key=lambda r: r.hypothesis.score)
+        best = best_hypothesis(d.results)
+        if best is not None:
             scores[i] = best.hypothesis.score
-            name = best.hypothesis.class_id
-            if name in lookup:
-                class_ids[i] = lookup[name]
-            else:
-                try:
-                    class_ids[i] = int(name)
-                except ValueError:
-                    class_ids[i] = -1
+            class_ids[i] = class_id_of(best.hypothesis.class_id, lookup)
             c6 = np.asarray(best.pose.covariance, np.float64)
             if c6.size == 36:
                 cov[i] = c6.reshape(6, 6)[:3, :3]
-        if d.id:
-            try:
-                track_ids[i] = int(d.id)
-            except ValueError:
-                track_ids[i] = -1
+        track_ids[i] = track_id_of(d.id)
     return Objects3D.from_arrays(
         centers,
         sizes,
