@@ -55,11 +55,26 @@ def _inputs(stamp_ns: int):
 
 def _params(**extra) -> list[str]:
     flat = ",".join(f"{v:.12f}" for v in T_WORLD_FROM_CAM.reshape(-1))  # all doubles
-    args = ["-p", "mode:=depth", "-p", "detections_topic:=/fz/det", "-p",
-            "camera_info_topic:=/fz/info", "-p", "depth_topic:=/fz/depth", "-p",
-            "target_frame:=base_link", "-p", f"T_target_from_camera:=[{flat}]",
-            "-p", "class_names:=[person]", "-p", "qos_reliability:=reliable",
-            "-p", "prediction_max_horizon_s:=5.0"]  # fmt: skip  (a loaded machine may lag)
+    args = [
+        "-p",
+        "mode:=depth",
+        "-p",
+        "detections_topic:=/fz/det",
+        "-p",
+        "camera_info_topic:=/fz/info",
+        "-p",
+        "depth_topic:=/fz/depth",
+        "-p",
+        "target_frame:=base_link",
+        "-p",
+        f"T_target_from_camera:=[{flat}]",
+        "-p",
+        "class_names:=[person]",
+        "-p",
+        "qos_reliability:=reliable",
+        "-p",
+        "prediction_max_horizon_s:=5.0",
+    ]  # fmt: skip  (a loaded machine may lag)
     for k, v in extra.items():
         args += ["-p", f"{k}:={v}"]
     return args
