@@ -170,3 +170,16 @@ def test_depth_image_of_wrong_size_is_a_typed_error() -> None:
     other = Detections.from_arrays([[10, 10, 50, 50]], [0.9], [0], image_size=(1280, 720))
     with pytest.raises(FusionInputError, match="image_size"):
         DepthLifter(camera).lift(other, np.ones((480, 640), np.float32))
+
+
+def test_depth_with_a_gap_wider_than_an_object_gives_no_object():
+    """The 30th percentile of {5 m x6, 50 m x14} interpolates to 36.5 m, where no
+    pixel lies: counted as no depth, never a crash (seen in the demo)."""
+    cam = CameraModel.create(64, 48, K, [0.0] * 5, frame_id="cam_optical")
+    depth = np.zeros((48, 64), np.float32)
+    block = np.full(20, 50.0, np.float32)
+    block[:6] = 5.0
+    depth[1:3, 5:15] = block.reshape(2, 10)
+    det = Detections.from_arrays([[0, 0, 20, 4]], [0.9], [0], frame_id="cam_optical")
+    res = DepthLifter(cam).lift(det, depth)
+    assert len(res.objects.centers) == 0 and res.no_depth == 1

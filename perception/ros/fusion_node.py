@@ -165,6 +165,8 @@ class FusionNode(Node):
                 self._process(synced["det"], synced[self._other])
             except (PerceptionError, ValueError) as exc:
                 self._count(type(exc).__name__, str(exc))
+            except Exception as exc:  # a bug on one frame must not take the node down
+                self._count("internal_error", f"{type(exc).__name__}: {exc}")
 
     @property
     def _other(self) -> str:

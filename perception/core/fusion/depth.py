@@ -251,6 +251,11 @@ class DepthLifter:
                 (valid_z >= z_ref - cfg.front_margin_m)
                 & (valid_z <= z_ref + cfg.max_object_depth_m)
             ]
+            if fg.size == 0:
+                # sparse depth: the interpolated reference fell in a gap wider
+                # than an object (e.g. two pixels at 5 m and 50 m): no object
+                no_depth += 1
+                continue
             z_front, z_back = (float(v) for v in np.percentile(fg, (lo_p, hi_p)))
             # lateral extent: the box edges back-projected at the front depth
             # (undistorted; ground and background pixels inside the box, which
