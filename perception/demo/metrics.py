@@ -1,0 +1,275 @@
+"""Scores of a demo run against the scenario's ground truth: detection AP@0.5,
+CLEAR-MOT / identity metrics (motmetrics), 3D centre error, latency percentiles.
+
+Pure numpy (motmetrics imported lazily); no ROS imports, so the maths can be
+tested and reused without a running pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CLASSES",
+    "COCO_TO_DEMO",
+    "Box2D",
+    "average_precision",
+    "centre_errors",
+    "detection_ap",
+    "iou_matrix",
+    "latency_summary",
+    "map_class",
+    "tracking_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("car", "pedestrian", "cyclist")
+"""The scenario's classes; detector classes are mapped onto them for scoring."""
+
+COCO_TO_DEMO = {
+    "car": "car",
+    "truck": "car",
+    "bus": "car",
+    "person": "pedestrian",
+    "pedestrian": "pedestrian",
+    "bicycle": "cyclist",
+    "motorcycle": "cyclist",
+    "cyclist": "cyclist",
+}
+
+
+def map_class(name: str) -> str | None:
+    """Detector class name -> scenario class (None: not scored)."""
+    return COCO_TO_DEMO.get(name)
+
+
+@dataclass(frozen=True)
+class Box2D:
+    """One 2D box of one frame: ground truth (score = visibility) or output."""
+
+    xyxy: tuple[float, float, float, float]
+    cls: str
+    score: float = 1.0
+    ident: str = ""
+
+
+@dataclass
+class _ClassAcc:
+    scores: list[float] = field(default_factory=list)
+    tp: list[bool] = field(default_factory=list)
+    n_gt: int = 0
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N,4 xyxy) with every box in b (M,4)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def average_precision(scores: Sequence[float], tp: Sequence[bool], n_gt: int) -> float:
+    """All-point interpolated AP (VOC 2010+) of ranked detections."""
+    if n_gt == 0:
+        return float("nan")
+    if len(scores) == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    hits = np.asarray(tp, np.float64)[order]
+    ctp = np.cumsum(hits)
+    cfp = np.cumsum(1.0 - hits)
+    recall = ctp / n_gt
+    precision = ctp / np.maximum(ctp + cfp, 1e-12)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def _split_gt(gt: Sequence[Box2D], min_visibility: float) -> tuple[list[Box2D], list[Box2D]]:
+    valid = [g for g in gt if g.score >= min_visibility]
+    ignored = [g for g in gt if g.score < min_visibility]
+    return valid, ignored
+
+
+def detection_ap(
+    frames: Iterable[tuple[Sequence[Box2D], Sequence[Box2D]]],
+    min_visibility: float = 0.3,
+    iou_threshold: float = 0.5,
+    classes: Sequence[str] = CLASSES,
+) -> dict[str, float]:
+    """AP@iou per class and their mean over (ground truth, detections) frames.
+
+    Ground truth below `min_visibility` is neither required nor penalised: a
+    detection whose best match is such a box is left out of the ranking.
+    Detections must already carry scenario class names (see `map_class`).
+    """
+    acc = {c: _ClassAcc() for c in classes}
+    for gt, dets in frames:
+        for c in classes:
+            valid, ignored = _split_gt([g for g in gt if g.cls == c], min_visibility)
+            mine = sorted((d for d in dets if d.cls == c), key=lambda d: -d.score)
+            acc[c].n_gt += len(valid)
+            if not mine:
+                continue
+            dxy = np.array([d.xyxy for d in mine])
+            iou_v = iou_matrix(dxy, np.array([g.xyxy for g in valid]).reshape(-1, 4))
+            iou_i = iou_matrix(dxy, np.array([g.xyxy for g in ignored]).reshape(-1, 4))
+            used = np.zeros(len(valid), bool)
+            for k, d in enumerate(mine):
+                best, j = 0.0, -1
+                if len(valid):
+                    cand = np.where(used, -1.0, iou_v[k])
+                    j = int(np.argmax(cand))
+                    best = float(cand[j])
+                if best >= iou_threshold:
+                    used[j] = True
+                    acc[c].scores.append(d.score)
+                    acc[c].tp.append(True)
+                elif iou_i.shape[1] and float(iou_i[k].max()) >= iou_threshold:
+                    continue  # a barely visible object: neither hit nor false alarm
+                else:
+                    acc[c].scores.append(d.score)
+                    acc[c].tp.append(False)
+    out = {c: average_precision(a.scores, a.tp, a.n_gt) for c, a in acc.items()}
+    present = [v for v in out.values() if not np.isnan(v)]
+    out["mean"] = float(np.mean(present)) if present else float("nan")
+    out.update({f"n_gt.{c}": float(a.n_gt) for c, a in acc.items()})
+    return out
+
+
+def _import_motmetrics() -> Any:
+    if not hasattr(np, "asfarray"):  # motmetrics 1.4 calls np.asfarray, gone in numpy 2
+        setattr(np, "asfarray", np.asarray)  # noqa: B010
+    import motmetrics
+
+    return motmetrics
+
+
+def tracking_metrics(
+    sequences: Mapping[str, Iterable[tuple[Sequence[Box2D], Sequence[Box2D]]]],
+    min_visibility: float = 0.3,
+    iou_threshold: float = 0.5,
+) -> dict[str, float]:
+    """MOTA, IDF1, ID switches (class-agnostic) over several cameras' sequences
+    of (ground truth, tracks) frames. Tracks overlapping only barely visible
+    ground truth are removed before matching, as in the AP."""
+    mm = _import_motmetrics()
+    accs, names = [], []
+    for name, frames in sequences.items():
+        acc = mm.MOTAccumulator(auto_id=True)
+        gt_ids: dict[str, int] = {}
+        hyp_ids: dict[str, int] = {}
+        for gt, hyp in frames:
+            valid, ignored = _split_gt(gt, min_visibility)
+            if ignored and hyp:
+                hxy = np.array([h.xyxy for h in hyp])
+                iv = iou_matrix(hxy, np.array([g.xyxy for g in valid]).reshape(-1, 4))
+                ii = iou_matrix(hxy, np.array([g.xyxy for g in ignored]))
+                best_v = iv.max(axis=1) if iv.shape[1] else np.zeros(len(hyp))
+                keep = ~((ii.max(axis=1) >= iou_threshold) & (best_v < iou_threshold))
+                hyp = [h for h, k in zip(hyp, keep, strict=True) if k]
+            gxy = np.array([g.xyxy for g in valid], np.float64).reshape(-1, 4)
+            hxy = np.array([h.xyxy for h in hyp], np.float64).reshape(-1, 4)
+            dist = 1.0 - iou_matrix(gxy, hxy)
+            dist[dist > 1.0 - iou_threshold] = np.nan
+            gid = [gt_ids.setdefault(g.ident, len(gt_ids)) for g in valid]
+            hid = [hyp_ids.setdefault(h.ident, len(hyp_ids)) for h in hyp]
+            acc.update(gid, hid, dist)  # integer ids: string ids break motmetrics on pandas 3
+        accs.append(acc)
+        names.append(name)
+    if not accs:
+        return {"mota": float("nan"), "idf1": float("nan"), "id_switches": 0.0}
+    mh = mm.metrics.create()
+    with contextlib.redirect_stdout(io.StringIO()):  # motmetrics prints its timings
+        summary = mh.compute_many(
+            accs,
+            names=names,
+            metrics=["mota", "idf1", "num_switches", "num_false_positives", "num_misses",
+                     "num_objects", "mostly_tracked"],
+            generate_overall=True,
+        )  # fmt: skip
+    row = summary.loc["OVERALL"]
+    return {
+        "mota": float(row["mota"]),
+        "idf1": float(row["idf1"]),
+        "id_switches": float(row["num_switches"]),
+        "false_positives": float(row["num_false_positives"]),
+        "misses": float(row["num_misses"]),
+        "gt_objects": float(row["num_objects"]),
+        "mostly_tracked": float(row["mostly_tracked"]),
+    }
+
+
+def centre_errors(
+    frames: Iterable[tuple[np.ndarray, np.ndarray]], max_distance: float = 2.0
+) -> dict[str, float]:
+    """Distances between output 3D centres and the nearest ground-truth centre
+    (greedy, closest pairs first, within `max_distance` m) over (gt (N,3),
+    outputs (M,3)) frames; unmatched outputs are counted, not scored."""
+    errors: list[float] = []
+    unmatched = 0
+    total = 0
+    for gt, out in frames:
+        gt = np.asarray(gt, np.float64).reshape(-1, 3)
+        out = np.asarray(out, np.float64).reshape(-1, 3)
+        total += len(out)
+        if len(out) == 0:
+            continue
+        if len(gt) == 0:
+            unmatched += len(out)
+            continue
+        d = np.linalg.norm(out[:, None, :] - gt[None, :, :], axis=2)
+        used_o, used_g = set(), set()
+        for flat in np.argsort(d, axis=None):
+            i, j = divmod(int(flat), d.shape[1])
+            if d[i, j] > max_distance:
+                break
+            if i in used_o or j in used_g:
+                continue
+            used_o.add(i)
+            used_g.add(j)
+            errors.append(float(d[i, j]))
+        unmatched += len(out) - len(used_o)
+    arr = np.asarray(errors)
+    return {
+        "median_m": float(np.median(arr)) if len(arr) else float("nan"),
+        "p95_m": float(np.percentile(arr, 95)) if len(arr) else float("nan"),
+        "matched": float(len(arr)),
+        "unmatched": float(unmatched),
+        "objects": float(total),
+    }
+
+
+def latency_summary(samples: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """p50/p95 (ms) per stage."""
+    out = {}
+    for stage, vals in samples.items():
+        a = np.asarray(vals, np.float64)
+        a = a[np.isfinite(a)]
+        if len(a):
+            out[stage] = {
+                "p50": float(np.percentile(a, 50)),
+                "p95": float(np.percentile(a, 95)),
+                "n": float(len(a)),
+            }
+    return out
