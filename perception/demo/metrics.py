@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from perception.core.nms import box_iou
+from perception.eval.detection_metrics import average_precision
+
 __all__ = [
     "CLASSES",
     "COCO_TO_DEMO",
@@ -69,40 +72,10 @@ class _ClassAcc:
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N,4 xyxy) with every box in b (M,4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float64)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def average_precision(scores: Sequence[float], tp: Sequence[bool], n_gt: int) -> float:
-    """All-point interpolated AP (VOC 2010+) of ranked detections."""
-    if n_gt == 0:
-        return float("nan")
-    if len(scores) == 0:
-        return 0.0
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    hits = np.asarray(tp, np.float64)[order]
-    ctp = np.cumsum(hits)
-    cfp = np.cumsum(1.0 - hits)
-    recall = ctp / n_gt
-    precision = ctp / np.maximum(ctp + cfp, 1e-12)
-    mrec = np.concatenate(([0.0], recall, [1.0]))
-    mpre = np.concatenate(([0.0], precision, [0.0]))
-    for i in range(len(mpre) - 2, -1, -1):
-        mpre[i] = max(mpre[i], mpre[i + 1])
-    idx = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+    """IoU of every box in a (N,4 xyxy) with every box in b (M,4) (the NMS one)."""
+    return box_iou(
+        np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    )
 
 
 def _split_gt(gt: Sequence[Box2D], min_visibility: float) -> tuple[list[Box2D], list[Box2D]]:
