@@ -18,9 +18,10 @@ __all__ = ["batched_nms", "box_iou", "nms", "per_class_values"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of xyxy boxes `a` (N, 4) and `b` (M, 4); empty boxes give 0."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    """(N, M) IoU of xyxy boxes `a` (N, 4) and `b` (M, 4); empty boxes give 0.
+    Array-likes are accepted, an empty list as zero boxes."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = np.clip(rb - lt, 0.0, None)

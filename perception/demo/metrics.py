@@ -26,7 +26,6 @@ __all__ = [
     "average_precision",
     "centre_errors",
     "detection_ap",
-    "iou_matrix",
     "latency_summary",
     "map_class",
     "tracking_metrics",
@@ -71,13 +70,6 @@ class _ClassAcc:
     n_gt: int = 0
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N,4 xyxy) with every box in b (M,4) (the NMS one)."""
-    return box_iou(
-        np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    )
-
-
 def _split_gt(gt: Sequence[Box2D], min_visibility: float) -> tuple[list[Box2D], list[Box2D]]:
     valid = [g for g in gt if g.score >= min_visibility]
     ignored = [g for g in gt if g.score < min_visibility]
@@ -105,8 +97,8 @@ def detection_ap(
             if not mine:
                 continue
             dxy = np.array([d.xyxy for d in mine])
-            iou_v = iou_matrix(dxy, np.array([g.xyxy for g in valid]).reshape(-1, 4))
-            iou_i = iou_matrix(dxy, np.array([g.xyxy for g in ignored]).reshape(-1, 4))
+            iou_v = box_iou(dxy, np.array([g.xyxy for g in valid]).reshape(-1, 4))
+            iou_i = box_iou(dxy, np.array([g.xyxy for g in ignored]).reshape(-1, 4))
             used = np.zeros(len(valid), bool)
             for k, d in enumerate(mine):
                 best, j = 0.0, -1
@@ -156,14 +148,14 @@ def tracking_metrics(
             valid, ignored = _split_gt(gt, min_visibility)
             if ignored and hyp:
                 hxy = np.array([h.xyxy for h in hyp])
-                iv = iou_matrix(hxy, np.array([g.xyxy for g in valid]).reshape(-1, 4))
-                ii = iou_matrix(hxy, np.array([g.xyxy for g in ignored]))
+                iv = box_iou(hxy, np.array([g.xyxy for g in valid]).reshape(-1, 4))
+                ii = box_iou(hxy, np.array([g.xyxy for g in ignored]))
                 best_v = iv.max(axis=1) if iv.shape[1] else np.zeros(len(hyp))
                 keep = ~((ii.max(axis=1) >= iou_threshold) & (best_v < iou_threshold))
                 hyp = [h for h, k in zip(hyp, keep, strict=True) if k]
             gxy = np.array([g.xyxy for g in valid], np.float64).reshape(-1, 4)
             hxy = np.array([h.xyxy for h in hyp], np.float64).reshape(-1, 4)
-            dist = 1.0 - iou_matrix(gxy, hxy)
+            dist = 1.0 - box_iou(gxy, hxy)
             dist[dist > 1.0 - iou_threshold] = np.nan
             gid = [gt_ids.setdefault(g.ident, len(gt_ids)) for g in valid]
             hid = [hyp_ids.setdefault(h.ident, len(hyp_ids)) for h in hyp]

@@ -14,23 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from perception.core.nms import box_iou
+
 __all__ = ["average_precision", "average_precision_per_class", "match_detections"]
 
 Pred = tuple[np.ndarray, np.ndarray, np.ndarray]  # xyxy (N,4), scores (N,), class ids (N,)
 Truth = tuple[np.ndarray, ...]  # xyxy (M,4), class ids (M,)[, ignore xyxy (K,4)]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of xyxy boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0.0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0.0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0.0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def match_detections(
@@ -57,9 +46,9 @@ def match_detections(
     if len(det_xyxy) == 0:
         return labels
     order = np.argsort(-det_scores, kind="stable")
-    ious = _iou(det_xyxy, gt_xyxy)
+    ious = box_iou(det_xyxy, gt_xyxy)
     ign = (
-        _iou(det_xyxy, ignore_xyxy).max(axis=1)
+        box_iou(det_xyxy, ignore_xyxy).max(axis=1)
         if ignore_xyxy is not None and len(ignore_xyxy)
         else np.zeros(len(det_xyxy))
     )
