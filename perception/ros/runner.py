@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from perception.core.errors import PerceptionError
 
@@ -25,21 +25,19 @@ def run_node(
     argv: Sequence[str] | None = None,
     *,
     name: str = "perception",
-    threads: int = 1,
 ) -> int:
     """rclpy.init(argv), build the node with `factory`, spin until shutdown.
 
-    `threads=1` (a SingleThreadedExecutor) is the default for a reason: with
-    1080p images rclpy's MultiThreadedExecutor received 6-15 Hz of a 30 Hz
-    stream where the single-threaded one received all 30 (measured here).
+    Always a SingleThreadedExecutor: with 1080p images rclpy's
+    MultiThreadedExecutor received 6-15 Hz of a 30 Hz stream where the
+    single-threaded one received all 30 (measured here). Nodes that need
+    parallel work run it in their own threads.
     """
     rclpy.init(args=list(argv) if argv is not None else sys.argv)
     node = None
     try:
         node = factory()
-        executor = (
-            MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
-        )
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
