@@ -23,7 +23,7 @@ setup(
     package_data={"perception.ros": ["specs/*.yaml"]},
     install_requires=["setuptools", "numpy>=1.21", "PyYAML"],
     extras_require={
-        "cpu": ["onnxruntime", "opencv-python-headless", "scipy", "lap"],
+        "cpu": ["onnxruntime", "onnx", "opencv-python-headless", "scipy", "lap"],
         "fusion": ["open3d-cpu"],
         "bags": ["rosbags"],
     },

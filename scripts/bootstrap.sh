@@ -91,7 +91,7 @@ else
   SYS_NUMPY=$("$VPY" -c 'import numpy; print(numpy.__version__)')
   CONSTRAINTS="$VENV/system-constraints.txt"
   echo "numpy==$SYS_NUMPY" > "$CONSTRAINTS"
-  for pair in onnxruntime:onnxruntime scipy:scipy lap:lap rosbags:rosbags open3d-cpu:open3d \
+  for pair in onnxruntime:onnxruntime onnx:onnx scipy:scipy lap:lap rosbags:rosbags open3d-cpu:open3d \
               pytest:pytest pytest-timeout:pytest_timeout ruff:ruff catkin-pkg:catkin_pkg \
               opencv-python-headless:cv2 cv-bridge:cv_bridge PyYAML:yaml; do
     if ! "$VPY" -c "import ${pair#*:}" >/dev/null 2>&1; then

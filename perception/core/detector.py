@@ -21,7 +21,8 @@ import numpy as np
 
 from perception.core.decoders import Decoder, ModelLayout, resolve_layout
 from perception.core.engines.base import Engine, EngineInfo
-from perception.core.errors import InputImageError, ModelLayoutError
+from perception.core.engines.pixel_input import PixelInput
+from perception.core.errors import EngineError, InputImageError, ModelLayoutError
 from perception.core.nms import batched_nms
 from perception.core.preprocess import Preprocessor, PreprocessSpec
 from perception.core.types import Detections
@@ -86,6 +87,12 @@ class Detector:
         nonfinite: "raise" (DecodeError) or "drop" rows with NaN/inf outputs.
         preprocess: override the family's `PreprocessSpec`.
         yolox_decoded: force YOLOX raw (False) / decoded (True) boxes.
+        pixel_input: "auto" folds the uint8->float conversion, channel swap and
+            scale into the model when the engine can (ONNX Runtime, input
+            feeding only Conv, no mean offset; see
+            `perception.core.engines.pixel_input`), so preprocessing is only the
+            resize; "required" raises EngineError with the reason otherwise;
+            "disabled" keeps the float NCHW path.
 
     Not thread-safe: the preprocessing buffers are reused between calls, so
     use one Detector per thread (engines may be shared if they allow it).
@@ -111,7 +118,12 @@ class Detector:
         max_candidates: int = 30000,
         preprocess: PreprocessSpec | None = None,
         yolox_decoded: bool | None = None,
+        pixel_input: Literal["auto", "required", "disabled"] = "auto",
     ) -> None:
+        if pixel_input not in ("auto", "required", "disabled"):
+            raise ValueError(
+                f"pixel_input: expected 'auto', 'required' or 'disabled', got {pixel_input!r}"
+            )
         if max_det < 1:
             raise ValueError(f"max_det: expected >= 1, got {max_det}")
         if isinstance(iou, (int, float)) and not 0.0 <= iou <= 1.0:
@@ -147,6 +159,8 @@ class Detector:
         self._spec, self._target = spec, target
         self._rect = rect and self.layout.family != "rtdetr"
         self._input_color = input_color
+        self._pixel_mode = pixel_input
+        self.pixel_input_reason = ""
         self._generation = getattr(engine, "generation", 0)
         self.preprocessor = self._make_preprocessor(info)
         self.last_timings = StageTimings()
@@ -167,13 +181,30 @@ class Detector:
                 "model input: expected both or neither spatial axes dynamic, "
                 f"got {info.input_shape}"
             )
-        return Preprocessor(
+        pre = Preprocessor(
             self._spec,
             (h, w) if h > 0 else None,
             self._target,
             rect=self._rect,
             input_color=self._input_color,
         )
+        if self._pixel_mode == "disabled":
+            self.pixel_input_reason = "pixel_input is disabled"
+            return pre
+        fold = pre.pixel_input()
+        if fold is None:
+            reason: str | None = "the preprocessing subtracts a mean (cannot be folded)"
+        else:
+            reason = self.engine.enable_pixel_input(PixelInput(*fold))
+        if reason is None:
+            self.pixel_input_reason = ""
+            pre.pixels = True
+            return pre
+        self.pixel_input_reason = reason
+        if self._pixel_mode == "required":
+            raise EngineError(f"pixel_input 'required': {reason}")
+        log.info("detector: float input path (pixel input not used: %s)", reason)
+        return pre
 
     def _follow_engine_swap(self) -> None:
         """A CachedEngine swaps its fallback for the built engine in the
@@ -241,9 +272,12 @@ class Detector:
         t0 = time.perf_counter()
         batch, transforms = self.preprocessor(images)
         t1 = time.perf_counter()
-        outputs = self.engine.infer(batch)
+        if self.preprocessor.pixels:
+            outputs = self.engine.infer_pixels(batch)
+        else:
+            outputs = self.engine.infer(batch)
         t2 = time.perf_counter()
-        input_hw = (batch.shape[2], batch.shape[3])
+        input_hw = (batch.shape[2], batch.shape[3])  # NCHW in both modes
         candidates = self.decoder(outputs, input_hw)
         needs_nms = self.decoder.layout.needs_nms
         results = []

@@ -26,7 +26,7 @@ import numpy as np
 
 from perception.core.errors import InputImageError
 
-__all__ = ["ImageTransform", "PreprocessSpec", "Preprocessor", "check_image"]
+__all__ = ["ImageTransform", "PreprocessSpec", "Preprocessor", "check_image", "resize_linear"]
 
 ResizeMode = Literal["letterbox", "stretch"]
 Align = Literal["center", "top_left"]
@@ -149,6 +149,15 @@ def check_image(image: object, index: int = 0) -> np.ndarray:
     return image
 
 
+def _odd_factor(h: int, w: int, rw: int, rh: int) -> int:
+    """k when (w, h) -> (rw, rh) is a downscale by the same odd integer k >= 3
+    on both axes (1920x1080 -> 640x360: k = 3), else 0."""
+    k = h // rh if rh > 0 else 0
+    if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w:
+        return k
+    return 0
+
+
 def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
     """Rows that a bilinear downscale by an odd integer factor k actually uses.
 
@@ -157,11 +166,23 @@ def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
     rows (a strided view, no copy) gives a bit-identical result while reading
     1/k of the frame from memory (1920x1080 -> 640x360 is k = 3).
     """
-    h, w = img.shape[:2]
-    k = h // rh
-    if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w:
-        return img[(k - 1) // 2 :: k]
-    return img
+    k = _odd_factor(img.shape[0], img.shape[1], rw, rh)
+    return img[(k - 1) // 2 :: k] if k else img
+
+
+def resize_linear(img: np.ndarray, rw: int, rh: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """cv2 INTER_LINEAR resize to (rw, rh), written into `dst` when given
+    (reading only the rows it uses for odd integer factors, see
+    `_rows_for_odd_factor`)."""
+    import cv2
+
+    out = cv2.resize(
+        _rows_for_odd_factor(img, rw, rh), (rw, rh), dst=dst, interpolation=cv2.INTER_LINEAR
+    )
+    if dst is not None and out is not dst:  # cv2 could not write into that view
+        np.copyto(dst, out)
+        return dst
+    return out
 
 
 class Preprocessor:
@@ -176,6 +197,10 @@ class Preprocessor:
             stride multiple that holds the letterboxed images (less work for
             the network); False pads to `target_hw`.
         input_color: channel order of the images given to `__call__`.
+        pixels: return uint8 (N, 3, H, W) letterboxed pixels in the model's
+            channel order instead of the float tensor (tensor = pixels * scale),
+            for an engine with the scale folded into the model
+            (`Engine.enable_pixel_input`); `pixel_input()` says what to fold.
 
     The returned tensor is owned by the preprocessor and overwritten by the
     next call: engines consume it synchronously, copy it if you keep it.
@@ -189,6 +214,7 @@ class Preprocessor:
         *,
         rect: bool = True,
         input_color: Literal["bgr", "rgb"] = "bgr",
+        pixels: bool = False,
     ) -> None:
         if input_color not in ("bgr", "rgb"):
             raise ValueError(f"input_color: expected 'bgr' or 'rgb', got {input_color!r}")
@@ -213,11 +239,18 @@ class Preprocessor:
         self._a = a
         self._b = b
         self._plain = bool(np.all(a == 1.0) and np.all(b == 0.0))
+        self.pixels = bool(pixels)
+        if self.pixels and np.any(b != 0.0):
+            raise ValueError(
+                "pixels=True needs a preprocessing without mean offset (it cannot be folded)"
+            )
         self._pad = (np.float32(spec.pad_value) * a + b).astype(np.float32)
         self._batch: np.ndarray | None = None
         self._slots: list[tuple[int, int, int, int] | None] = []
         self._resized: dict[tuple[int, int], np.ndarray] = {}
         self._planes: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._canvas: np.ndarray | None = None
+        self._pixel_slots: list[tuple[int, int, int, int] | None] = []
 
     # ------------------------------------------------------------ geometry
     def _resized_size(self, w: int, h: int) -> tuple[int, int]:
@@ -257,6 +290,16 @@ class Preprocessor:
             out.append(ImageTransform((w, h), (rw, rh), (left, top), (bw, bh)))
         return out
 
+    def pixel_input(self) -> tuple[tuple[float, float, float], tuple[int, int, int]] | None:
+        """(scale per model channel, source pixel channel per model channel)
+        that an engine folds in to take this preprocessor's pixels, or None
+        when the normalisation has an offset (not foldable)."""
+        if np.any(self._b != 0.0):
+            return None
+        # the pixels are written in model channel order already (the swap is
+        # free in cv2.split), so only the scale is left to fold
+        return (float(self._a[0]), float(self._a[1]), float(self._a[2])), (0, 1, 2)
+
     # ------------------------------------------------------------ pixels
     def _buffer(self, n: int, h: int, w: int) -> np.ndarray:
         if self._batch is None or self._batch.shape != (n, 3, h, w):
@@ -273,6 +316,8 @@ class Preprocessor:
         for i, img in enumerate(images):
             check_image(img, i)
         transforms = self.plan([(int(im.shape[1]), int(im.shape[0])) for im in images])
+        if self.pixels:
+            return self._letterbox_pixels(images, transforms), transforms
         bw, bh = transforms[0].input_size
         batch = self._buffer(len(images), bh, bw)
         for i, (img, tf) in enumerate(zip(images, transforms, strict=True)):
@@ -290,10 +335,7 @@ class Preprocessor:
                 buf = self._resized.get((rh, rw))
                 if buf is None:
                     buf = self._resized[(rh, rw)] = np.empty((rh, rw, 3), dtype=np.uint8)
-                src = cv2.resize(
-                    _rows_for_odd_factor(img, rw, rh), (rw, rh), dst=buf,
-                    interpolation=cv2.INTER_LINEAR,
-                )  # fmt: skip
+                src = resize_linear(img, rw, rh, buf)
             # De-interleave with cv2.split into reused planes (SIMD, ~10x faster
             # than reading a stride-3 view), then one contiguous convert per
             # channel straight into the tensor.
@@ -313,3 +355,40 @@ class Preprocessor:
                     if self._b[c] != 0:
                         dst += self._b[c]
         return batch, transforms
+
+    def _letterbox_pixels(
+        self, images: Sequence[np.ndarray], transforms: list[ImageTransform]
+    ) -> np.ndarray:
+        """uint8 (N, 3, H, W) in model channel order: each image resized once
+        into a reused buffer and split straight into its channel planes of a
+        reused canvas; the border is written only when the placement changes."""
+        import cv2
+
+        bw, bh = transforms[0].input_size
+        n = len(images)
+        canvas = self._canvas
+        if canvas is None or canvas.shape != (n, 3, bh, bw):
+            canvas = self._canvas = np.empty((n, 3, bh, bw), dtype=np.uint8)
+            self._pixel_slots = [None] * n
+        for i, (img, tf) in enumerate(zip(images, transforms, strict=True)):
+            rw, rh = tf.resized_size
+            left, top = tf.offset
+            region = (left, top, rw, rh)
+            if self._pixel_slots[i] != region:
+                canvas[i].fill(self.spec.pad_value)
+                self._pixel_slots[i] = region
+            if (rw, rh) == (img.shape[1], img.shape[0]):
+                src = img
+            else:
+                buf = self._resized.get((rh, rw))
+                if buf is None:
+                    buf = self._resized[(rh, rw)] = np.empty((rh, rw, 3), dtype=np.uint8)
+                src = resize_linear(img, rw, rh, buf)
+            planes = [canvas[i, c, top : top + rh, left : left + rw] for c in range(3)]
+            if self.swap:
+                planes.reverse()
+            out = cv2.split(src, planes)
+            for got, want in zip(out, planes, strict=True):
+                if got is not want:  # cv2 could not write into that view
+                    np.copyto(want, got)
+        return canvas

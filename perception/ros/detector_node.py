@@ -222,11 +222,17 @@ class DetectorPipeline:
             iou=float(p["iou_threshold"]),
             max_det=int(p["max_detections"]),
             labels_file=p["model.labels_file"] or None,
+            pixel_input=p["model.pixel_input"],
         )
         self.log.info(
             f"engine {self.engine.info.name} ({self.engine.info.runtime} on "
             f"{self.engine.info.device}), family {self.detector.family}, "
-            f"{len(self.detector.class_names)} classes, {len(self.cameras)} camera(s)"
+            f"{len(self.detector.class_names)} classes, {len(self.cameras)} camera(s), "
+            + (
+                "pixel input (scale folded into the model)"
+                if self.detector.preprocessor.pixels
+                else f"float input ({self.detector.pixel_input_reason})"
+            )
         )
 
     def _on_build_progress(self, status: Any) -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perception.core.engines.pixel_input import PixelInput
+from perception.core.errors import EngineError
+
 __all__ = ["Engine", "EngineInfo"]
 
 
@@ -67,6 +70,23 @@ class Engine(ABC):
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+    # ------------------------------------------------------------ pixel input
+    @property
+    def pixel_input(self) -> PixelInput | None:
+        """The folded pixel preprocessing in use, or None (float NCHW input)."""
+        return None
+
+    def enable_pixel_input(self, pixel: PixelInput) -> str | None:
+        """Let `infer_pixels` take uint8 (B, 3, H, W) pixels, with the scale and
+        channel order of `pixel` folded into the model (see
+        `perception.core.engines.pixel_input`). Returns None when enabled, else
+        the one-line reason it cannot be (the float path keeps working)."""
+        return f"the {self.info.runtime} engine takes float NCHW input only"
+
+    def infer_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Run uint8 (B, 3, H, W) letterboxed pixels (after `enable_pixel_input`)."""
+        raise EngineError(f"{self.info.name}: pixel input is not enabled on this engine")
 
     def close(self) -> None:  # noqa: B027  # optional hook for runtimes holding devices
         """Release device memory and sessions; the engine is unusable afterwards."""

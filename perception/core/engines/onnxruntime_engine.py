@@ -25,10 +25,16 @@ from perception.core.engines._common import (
     parse_device,
     run_chunked,
     validate_batch,
+    validate_pixels,
 )
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.engines.cache import Builder, ProgressFn
 from perception.core.engines.onnx_proto import check_onnx_file
+from perception.core.engines.pixel_input import (
+    PixelInput,
+    PixelInputUnsupported,
+    fuse_pixel_input,
+)
 from perception.core.errors import (
     EngineError,
     ModelFileError,
@@ -235,6 +241,13 @@ class OnnxRuntimeEngine(Engine):
 
         self._session = session
         self._lock = threading.Lock()
+        # What a second session (pixel input) needs to be created the same way.
+        self._so = so
+        self._providers = [(n, o) for n, o in wanted if n in got]
+        self._building = optimized_model_path is not None
+        self._pixel: PixelInput | None = None
+        self._pixel_session: Any = None
+        self._pixel_name = ""
         inp = session.get_inputs()
         if len(inp) != 1:
             names = [i.name for i in inp]
@@ -333,9 +346,81 @@ class OnnxRuntimeEngine(Engine):
             ) from None
         return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outs]
 
+    # ------------------------------------------------------------ pixel input
+    @property
+    def pixel_input(self) -> PixelInput | None:
+        return self._pixel
+
+    def enable_pixel_input(self, pixel: PixelInput) -> str | None:
+        """Create a second session from the model with `pixel` folded in (see
+        `perception.core.engines.pixel_input`); None on success, else why not.
+
+        Only for fp32 models on the CPU or CUDA provider (the TensorRT provider
+        builds its own engine from the graph and is left as it is)."""
+        if self._pixel == pixel and self._pixel_session is not None:
+            return None
+        first = self._providers[0][0] if self._providers else CPU_EP
+        if first not in (CPU_EP, CUDA_EP):
+            return f"pixel input is only folded for the CPU and CUDA providers, not {first}"
+        if self._in_dtype != np.float32:
+            return f"the model input is {self._in_dtype.name}, pixel input needs float32"
+        if self._building:
+            return "this session writes an optimised model (cache build)"
+        try:
+            fused = fuse_pixel_input(self._path.read_bytes(), pixel)
+        except PixelInputUnsupported as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot read {self._path.name}: {one_line(exc)}"
+        ort = import_onnxruntime()
+        try:
+            session = ort.InferenceSession(
+                fused,
+                sess_options=self._so,
+                providers=[n for n, _ in self._providers],
+                provider_options=[o for _, o in self._providers],
+            )
+        except Exception as exc:  # onnxruntime's pybind exception classes
+            return f"onnxruntime rejected the pixel-input model: {one_line(exc)}"
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(uint8)":
+            return f"the pixel-input model has inputs {[i.type for i in inputs]}"
+        with self._lock:
+            self._pixel_session = session
+            self._pixel_name = inputs[0].name
+            self._pixel = pixel
+        _log.info(
+            "onnxruntime: %s takes uint8 pixels (scale and channel order folded into the first "
+            "convolution)",
+            self._path.name,
+        )
+        return None
+
+    def infer_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Run uint8 (B, 3, H, W) pixels through the pixel-input session."""
+        name = f"{self.runtime_name}:{self._info.name}"
+        if self._pixel_session is None:
+            raise EngineError(f"{name}: pixel input is not enabled (enable_pixel_input)")
+        pixels = validate_pixels(pixels, self._info.input_shape, name)
+        return run_chunked(pixels, self._fixed_batch, self._run_pixels, name,
+                           pad=self._fixed_batch is not None)  # fmt: skip
+
+    def _run_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
+        session = self._pixel_session
+        if session is None or self._session is None:
+            raise EngineError(f"{self._info.name}: engine is closed")
+        try:
+            return session.run(self._out_names, {self._pixel_name: pixels})
+        except Exception as exc:  # pybind exception classes of onnxruntime
+            raise EngineError(
+                f"onnxruntime run failed for {self._info.name} with pixels {pixels.shape}: "
+                f"{one_line(exc)}"
+            ) from None
+
     def close(self) -> None:
         with self._lock:
             self._session = None
+            self._pixel_session = None
 
 
 def _classify(exc: Exception, path: Path) -> Exception:
