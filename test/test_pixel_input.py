@@ -133,6 +133,16 @@ def test_unfoldable_models_give_a_reason(tmp_path: Path, kwargs: dict, reason: s
         eng.infer_pixels(np.zeros((1, 3, 4, 4), np.uint8))
 
 
+def test_identity_needs_no_fold_whatever_the_input_feeds(tmp_path: Path) -> None:
+    """Raw 0-255 values in the model's channel order (YOLOX): only the Cast."""
+    eng = OnnxRuntimeEngine(_conv_model(tmp_path / "m.onnx", first="Relu"))
+    assert eng.enable_pixel_input(PixelInput((1.0, 1.0, 1.0), (0, 1, 2))) is None
+    pixels = np.stack([_image(5, 6, 1)]).transpose(0, 3, 1, 2).copy()
+    np.testing.assert_array_equal(
+        eng.infer_pixels(pixels)[0], eng.infer(pixels.astype(np.float32))[0]
+    )
+
+
 def test_fuse_rejects_non_onnx_bytes() -> None:
     with pytest.raises(PixelInputUnsupported, match="cannot parse"):
         fuse_pixel_input(b"\xff\xff not a model", BGR_TO_RGB_255)
@@ -262,15 +272,30 @@ def test_reference_fixture_same_detections_both_paths() -> None:
 
 
 def test_detector_modes(tmp_path: Path) -> None:
-    """A model whose input cannot be folded: 'auto' keeps the float path with
-    the reason, 'required' refuses with it, a bad mode is a ValueError."""
+    """YOLOX (raw BGR 0-255, Focus slices first) takes pixels with no fold and
+    gives the float path's detections; a model that cannot be folded keeps the
+    float path in 'auto' with the reason, 'required' refuses with it, a bad
+    mode is a ValueError."""
     yolox = ROOT.parent / "shared" / "data" / "yolox_nano.onnx"
     if not yolox.exists():
         pytest.skip(f"{yolox} absent (../shared/data)")
-    det = Detector(OnnxRuntimeEngine(yolox), labels_file="coco")
-    assert not det.preprocessor.pixels
-    assert "Slice" in det.pixel_input_reason
-    with pytest.raises(EngineError, match=r"pixel_input 'required'.*Slice"):
-        Detector(OnnxRuntimeEngine(yolox), labels_file="coco", pixel_input="required")
+    pix, flt = _detectors(yolox, labels_file="coco", conf=0.3, iou=0.45)
+    assert pix.preprocessor.pixels and pix.engine.pixel_input == PixelInput((1, 1, 1), (0, 1, 2))
+    images = [_image(480, 640, 7), _image(720, 1280, 8)]
+    dog = ROOT.parent / "shared" / "data" / "darknet_dog.jpg"
+    if dog.exists():
+        import cv2
+
+        images.append(cv2.imread(str(dog), cv2.IMREAD_COLOR))
+    n = _assert_same(pix.detect(images), flt.detect(images))
+    assert n >= (2 if dog.exists() else 0)
+
+    fixture = REFERENCE / "yolo11t_dynamic.onnx"
+    if fixture.exists():  # a mean/std normalisation cannot be folded
+        spec = PreprocessSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        det = Detector(OnnxRuntimeEngine(fixture), preprocess=spec)
+        assert not det.preprocessor.pixels and "mean" in det.pixel_input_reason
+        with pytest.raises(EngineError, match=r"pixel_input 'required'.*mean"):
+            Detector(OnnxRuntimeEngine(fixture), preprocess=spec, pixel_input="required")
     with pytest.raises(ValueError, match="pixel_input"):
         Detector(OnnxRuntimeEngine(yolox), labels_file="coco", pixel_input="yes")  # type: ignore[arg-type]

@@ -15,9 +15,11 @@ costs nothing measurable at batch 1 or 6 (bench/bench_detection.py), where the
 numpy conversion cost 0.25 ms per image. On CUDA the Cast runs on the GPU and
 the host-to-device copy shrinks fourfold.
 
-Anything else (a mean offset, an input feeding Slice nodes as in YOLOX's
-Focus, grouped or quantised convolutions, a float16 input, a pre-optimised
-graph) is reported as a one-line reason and the caller keeps the float path.
+A model that takes raw 0-255 values in the images' channel order (YOLOX)
+needs no fold at all: it only gets the Cast, whatever its input feeds.
+Anything else (a mean offset, a scale with the input feeding other nodes
+than Conv, grouped or quantised convolutions, a float16 input, a
+pre-optimised graph) is reported as a one-line reason and the caller keeps the float path.
 Needs the `onnx` package; without it the reason says so.
 """
 
@@ -99,6 +101,11 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     consumers = [n for n in graph.node if inp.name in n.input]
     if not consumers:
         raise PixelInputUnsupported(f"input {inp.name!r} feeds no node")
+    identity = all(float(a) == 1.0 for a in pixel.scale) and tuple(pixel.source) == (0, 1, 2)
+    if identity:
+        # raw 0-255 values in the model's own channel order (YOLOX): nothing to
+        # fold, whatever the input feeds; only the Cast is added
+        consumers = []
     for node in consumers:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
             raise PixelInputUnsupported(
