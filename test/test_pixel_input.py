@@ -94,6 +94,26 @@ def test_folded_conv_equals_scaled_swapped_input(tmp_path: Path, source: tuple) 
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def test_float_session_released_and_recreated_on_demand(tmp_path: Path) -> None:
+    """Enabling pixel input frees the float session's weights; `infer` (or
+    `session`) brings it back; closing stops both."""
+    eng = OnnxRuntimeEngine(_conv_model(tmp_path / "m.onnx"))
+    assert eng.enable_pixel_input(BGR_TO_RGB_255) is None
+    assert eng._session is None  # released
+    pixels = _image(6, 5, 9)[None].transpose(0, 3, 1, 2).copy()
+    x = (pixels[:, ::-1] / np.float32(255)).astype(np.float32)
+    np.testing.assert_allclose(eng.infer(x)[0], eng.infer_pixels(pixels)[0], rtol=1e-5, atol=1e-5)
+    assert eng._session is not None
+    kept = OnnxRuntimeEngine(_conv_model(tmp_path / "k.onnx"))
+    assert kept.enable_pixel_input(BGR_TO_RGB_255, release_float=False) is None
+    assert kept._session is not None
+    eng.close()
+    with pytest.raises(EngineError, match="closed"):
+        eng.infer_pixels(pixels)
+    with pytest.raises(EngineError, match="closed"):
+        eng.infer(x)
+
+
 def test_shared_weights_get_their_own_copy(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     rng = np.random.default_rng(0)

@@ -77,7 +77,7 @@ class Engine(ABC):
         """The folded pixel preprocessing in use, or None (float NCHW input)."""
         return None
 
-    def enable_pixel_input(self, pixel: PixelInput) -> str | None:
+    def enable_pixel_input(self, pixel: PixelInput, release_float: bool = True) -> str | None:
         """Let `infer_pixels` take uint8 (B, 3, H, W) pixels, with the scale and
         channel order of `pixel` folded into the model (see
         `perception.core.engines.pixel_input`). Returns None when enabled, else

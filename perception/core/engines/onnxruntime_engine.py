@@ -248,6 +248,8 @@ class OnnxRuntimeEngine(Engine):
         self._pixel: PixelInput | None = None
         self._pixel_session: Any = None
         self._pixel_name = ""
+        self._closed = False
+        self._release_float = True
         inp = session.get_inputs()
         if len(inp) != 1:
             names = [i.name for i in inp]
@@ -310,10 +312,31 @@ class OnnxRuntimeEngine(Engine):
 
     @property
     def session(self) -> Any:
-        """The underlying onnxruntime.InferenceSession (for benchmarks and tools)."""
-        if self._session is None:
+        """The float-input onnxruntime.InferenceSession of the model file as
+        given (for benchmarks and tools; recreated if pixel input released it)."""
+        return self._float_session()
+
+    def _float_session(self) -> Any:
+        session = self._session
+        if session is not None:
+            return session
+        if self._closed:
             raise EngineError(f"{self._info.name}: engine is closed")
-        return self._session
+        with self._lock:
+            if self._session is None and not self._closed:
+                # released when pixel input was enabled; someone wants floats again
+                _log.info("onnxruntime: %s: creating the float-input session", self._path.name)
+                ort = import_onnxruntime()
+                self._session = ort.InferenceSession(
+                    str(self._path),
+                    sess_options=self._so,
+                    providers=[n for n, _ in self._providers],
+                    provider_options=[o for _, o in self._providers],
+                )
+            session = self._session
+        if session is None:
+            raise EngineError(f"{self._info.name}: engine is closed")
+        return session
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run (B, C, H, W) float32; outputs come back as float32 with batch B."""
@@ -334,9 +357,7 @@ class OnnxRuntimeEngine(Engine):
         )
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        session = self._session
-        if session is None:
-            raise EngineError(f"{self._info.name}: engine is closed")
+        session = self._float_session()
         try:
             outs = session.run(self._out_names, {self._in_name: batch})
         except Exception as exc:  # pybind exception classes of onnxruntime
@@ -351,14 +372,17 @@ class OnnxRuntimeEngine(Engine):
     def pixel_input(self) -> PixelInput | None:
         return self._pixel
 
-    def enable_pixel_input(self, pixel: PixelInput) -> str | None:
+    def enable_pixel_input(self, pixel: PixelInput, release_float: bool = True) -> str | None:
         """Create a second session from the model with `pixel` folded in (see
         `perception.core.engines.pixel_input`); None on success, else why not.
+        `release_float` frees the float-input session (its weights) until
+        `infer` or `session` needs it again.
 
         Only for fp32 models on the CPU or CUDA provider (the TensorRT provider
         builds its own engine from the graph and is left as it is)."""
         if self._pixel == pixel and self._pixel_session is not None:
             return None
+        self._release_float = release_float
         first = self._providers[0][0] if self._providers else CPU_EP
         if first not in (CPU_EP, CUDA_EP):
             return f"pixel input is only folded for the CPU and CUDA providers, not {first}"
@@ -389,6 +413,10 @@ class OnnxRuntimeEngine(Engine):
             self._pixel_session = session
             self._pixel_name = inputs[0].name
             self._pixel = pixel
+            if self._release_float:
+                # the float session is not used any more: free its weights
+                # (recreated on demand by `infer` / `session`)
+                self._session = None
         _log.info(
             "onnxruntime: %s takes uint8 pixels (scale and channel order folded into the first "
             "convolution)",
@@ -399,6 +427,8 @@ class OnnxRuntimeEngine(Engine):
     def infer_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Run uint8 (B, 3, H, W) pixels through the pixel-input session."""
         name = f"{self.runtime_name}:{self._info.name}"
+        if self._closed:
+            raise EngineError(f"{self._info.name}: engine is closed")
         if self._pixel_session is None:
             raise EngineError(f"{name}: pixel input is not enabled (enable_pixel_input)")
         pixels = validate_pixels(pixels, self._info.input_shape, name)
@@ -407,7 +437,7 @@ class OnnxRuntimeEngine(Engine):
 
     def _run_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
         session = self._pixel_session
-        if session is None or self._session is None:
+        if session is None or self._closed:
             raise EngineError(f"{self._info.name}: engine is closed")
         try:
             return session.run(self._out_names, {self._pixel_name: pixels})
@@ -419,6 +449,7 @@ class OnnxRuntimeEngine(Engine):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._session = None
             self._pixel_session = None
 
