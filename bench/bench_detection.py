@@ -3,11 +3,16 @@
 
 Three measurements on the same model file and the same frames:
 
-* bare: `session.run` of the engine's own ONNX Runtime session on the very
-  tensor our preprocessing produced (nothing else timed);
+* bare: `session.run` of the engine's plain session (the unmodified model
+  file, float input) on the float tensor the frames make (nothing else
+  timed);
 * ours: `Detector.detect` end to end (preprocess + inference + decode + NMS +
   mapping to original pixels), interleaved with the bare runs so both see the
-  same machine load;
+  same machine load. It uses pixel input where the model allows it (uint8
+  into a second session of the same engine, with the 1/255 scale folded into
+  the first convolution, see perception/core/engines/pixel_input.py);
+* float: the same pipeline with pixel_input="disabled" (numpy converts the
+  letterboxed image to the float tensor), for comparison;
 * ultralytics: its predictor end to end (`model.predict` on the same frames,
   same thresholds), in the reference venv (tools/setup_reference_venv.sh) as a
   subprocess of this script in `--worker` mode, which never imports
@@ -213,6 +218,19 @@ def make_engine(cls: type, model_path: Path, config: dict[str, str]) -> object:
     return engine
 
 
+def _same_detections(a: list, b: list) -> bool:
+    """Pixel-input and float paths agree: same count, classes, boxes within
+    0.01 px and scores within 1e-4 per image."""
+    for da, db in zip(a, b, strict=True):
+        if len(da) != len(db) or not np.array_equal(da.class_ids, db.class_ids):
+            return False
+        if len(da) and (
+            np.abs(da.xyxy - db.xyxy).max() > 0.01 or np.abs(da.scores - db.scores).max() > 1e-4
+        ):
+            return False
+    return True
+
+
 def bench_run(
     model_path: Path,
     images: list[np.ndarray],
@@ -237,9 +255,12 @@ def bench_run(
     batch = len(images)
     engine = make_engine(OnnxRuntimeEngine, model_path, ort_config or {})
     det = Detector(engine, **det_kw)  # type: ignore[arg-type]
+    # The same pipeline without pixel input (float NCHW preprocessing), on the
+    # same engine: its plain session is also the one the bare runs use.
+    det_float = Detector(engine, pixel_input="disabled", **det_kw)  # type: ignore[arg-type]
     session = engine.session
     name = engine.info.input_name
-    x = det.preprocessor(images)[0].copy()  # the exact tensor detect() feeds
+    x = det_float.preprocessor(images)[0].copy()  # the float tensor of these frames
     fixed = engine.info.input_shape[0]
     # a fixed-batch model (YOLOX-Nano: 1) runs a batch as consecutive chunks
     chunks = [x] if fixed < 1 else [x[i : i + fixed] for i in range(0, x.shape[0], fixed)]
@@ -267,6 +288,12 @@ def bench_run(
                     t = det.last_timings
                     got.update(pre=t.preprocess_ms, inf=t.inference_ms, post=t.postprocess_ms)
                     ndet = sum(len(r) for r in res)
+                elif side == "float":
+                    t0 = time.perf_counter()
+                    det_float.detect(images)
+                    got["e2e_float"] = (time.perf_counter() - t0) * 1e3
+                    t = det_float.last_timings
+                    got.update(f_pre=t.preprocess_ms, f_post=t.postprocess_ms)
                 elif side == "ultra":
                     assert ultra is not None
                     r = ultra.call(f"predict {batch}")
@@ -284,7 +311,8 @@ def bench_run(
     def pairs(a: list[float], b: list[float]) -> float:
         return float(statistics.median(x / y for x, y in zip(a, b, strict=True)))
 
-    p1 = run_phase(["bare", "ours"], settle_s)
+    p1 = run_phase(["bare", "ours", "float"], settle_s)
+    same = _same_detections(det.detect(images), det_float.detect(images))
     out: dict = {
         "input_shape": list(x.shape),
         "bare_session_run": _stats(p1["bare"]),
@@ -295,6 +323,16 @@ def bench_run(
         "ours_over_bare_median_of_pairs": pairs(p1["e2e"], p1["bare"]),
         "ours_over_bare_ratio_of_medians": float(np.median(p1["e2e"]) / np.median(p1["bare"])),
         "detections": ndet,
+        "pixel_input": det.preprocessor.pixels,
+        "pixel_input_reason": det.pixel_input_reason,
+        "float_path": {
+            "e2e": _stats(p1["e2e_float"]),
+            "preprocess": _stats(p1["f_pre"]),
+            "postprocess": _stats(p1["f_post"]),
+            "over_bare_median_of_pairs": pairs(p1["e2e_float"], p1["bare"]),
+            "ours_over_float_median_of_pairs": pairs(p1["e2e"], p1["e2e_float"]),
+            "same_detections_as_pixel_path": same,
+        },
     }
     if ultra:
         # Two processes: a pause lets the previous call's idle-spinning
@@ -381,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": "random-weight YOLO11n (Ultralytics yaml), ONNX, dynamic batch/H/W",
         "frames": "udacity_vd_test_video.mp4 frames scaled to 1920x1080",
         "settings": {"conf": CONF, "iou": IOU, "max_det": MAX_DET, "imgsz": IMGSZ},
-        "method": "phase 1: bare session.run vs ours end to end; phase 2: ours vs Ultralytics "
+        "method": "phase 1: bare session.run vs ours end to end vs ours with pixel input "
+                  "disabled; phase 2: ours vs Ultralytics "
                   "predictor end to end vs its own bare session.run; each phase in a random "
                   "order per rep (phase 2: 50 ms idle before each call); ratios are medians "
                   "of same-rep "
@@ -419,6 +458,7 @@ def print_table(result: dict) -> None:
     head = (
         f"{'run':<19}{'input':>14}{'bare':>8}{'ours':>8}{'pre':>6}{'post':>6}"
         f"{'ultra':>8}{'u.pre':>7}{'u.post':>7}{'ours/bare':>10}{'ours/ultra':>11}"
+        f"{'float/bare':>11}{'ours/float':>11}"
     )
     print("median ms per call (whole batch) at 1920x1080, ONNX Runtime CPU")
     print(head)
@@ -440,8 +480,16 @@ def print_table(result: dict) -> None:
             )
         else:
             line += f"{'-':>8}{'-':>7}{'-':>7}{ratio:>10.3f}{'-':>11}"
+        fp = run["float_path"]
+        line += f"{fp['over_bare_median_of_pairs']:>11.3f}"
+        line += f"{fp['ours_over_float_median_of_pairs']:>11.3f}"
         print(line)
     print("ratios: median over reps of the paired (same-rep) ratio")
+    print("ours: pixel input where the model allows it (else the float path); float: the same")
+    print("pipeline with pixel_input='disabled' (uint8->float, swap and scale in numpy)")
+    for name, run in result["runs"].items():
+        if not run["pixel_input"]:
+            print(f"  {name}: float path ({run['pixel_input_reason']})")
     print(
         f"targets: ours/bare <= {TARGETS['ours_over_bare_max']}, "
         f"ours/ultra < {TARGETS['ours_over_ultralytics_max']}"
