@@ -13,6 +13,10 @@ float tensor. The padding is written only when an image's placement in its
 batch slot changes. Measured on 1920x1080 -> 640x384 (2-core CPU): resize
 0.17-0.27 ms, split 0.01 ms, convert 0.13 ms (a stride-3 numpy read instead
 of the split costs 0.24 ms).
+
+With `pixels=True` the float conversion is left to the engine (the scale
+folded into the model, see perception/core/engines/pixel_input.py): the
+image is resized and split straight into a reused uint8 NCHW buffer.
 """
 
 from __future__ import annotations

@@ -10,17 +10,18 @@ pure per-channel scale (no mean offset), the pass folds away exactly: the
 scale and channel order move into the first convolution's weights
 (conv(x * a) == conv'(x) with W'[:, src[c]] = W[:, c] * a[c]; the zero padding
 stays zero), and the graph takes uint8 (N, 3, H, W) followed by one Cast.
-ONNX Runtime runs that Cast on its thread pool; measured side by side it
-costs nothing measurable at batch 1 or 6 (bench/bench_detection.py), where the
-numpy conversion cost 0.25 ms per image. On CUDA the Cast runs on the GPU and
-the host-to-device copy shrinks fourfold.
+Measured side by side on a 2-core CPU the whole pipeline gets only 0.3 %
+faster for YOLO11n and 1-3 % for YOLOX-Nano (ONNX Runtime's Cast costs most
+of what numpy's conversion did; bench/bench_detection.py, "ours/float"). The
+point is the accelerator: on CUDA the Cast runs on the GPU and the
+host-to-device copy shrinks fourfold (not measured here: no GPU).
 
 A model that takes raw 0-255 values in the images' channel order (YOLOX)
 needs no fold at all: it only gets the Cast, whatever its input feeds.
 Anything else (a mean offset, a scale with the input feeding other nodes
 than Conv, grouped or quantised convolutions, a float16 input, a
-pre-optimised graph) is reported as a one-line reason and the caller keeps the float path.
-Needs the `onnx` package; without it the reason says so.
+pre-optimised graph) is reported as a one-line reason and the caller keeps
+the float path. Needs the `onnx` package; without it the reason says so.
 """
 
 from __future__ import annotations
