@@ -114,6 +114,17 @@ def test_float_session_released_and_recreated_on_demand(tmp_path: Path) -> None:
         eng.infer(x)
 
 
+def test_shared_engine_keeps_the_first_fold(tmp_path: Path) -> None:
+    """Two users of one engine asking for different folds: the second is
+    refused (float path) instead of changing what the first one runs."""
+    eng = OnnxRuntimeEngine(_conv_model(tmp_path / "m.onnx"))
+    assert eng.enable_pixel_input(BGR_TO_RGB_255) is None
+    assert eng.enable_pixel_input(BGR_TO_RGB_255) is None  # the same fold: fine
+    other = eng.enable_pixel_input(PixelInput((1.0, 1.0, 1.0), (0, 1, 2)))
+    assert other is not None and "already enabled" in other
+    assert eng.pixel_input == BGR_TO_RGB_255
+
+
 def test_shared_weights_get_their_own_copy(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     rng = np.random.default_rng(0)

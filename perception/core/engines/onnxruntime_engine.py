@@ -382,6 +382,12 @@ class OnnxRuntimeEngine(Engine):
         builds its own engine from the graph and is left as it is)."""
         if self._pixel == pixel and self._pixel_session is not None:
             return None
+        if self._pixel is not None:
+            # another user of this engine relies on the current fold
+            return (
+                f"pixel input is already enabled on this engine with scale {self._pixel.scale} "
+                f"and channels {self._pixel.source}"
+            )
         self._release_float = release_float
         first = self._providers[0][0] if self._providers else CPU_EP
         if first not in (CPU_EP, CUDA_EP):
