@@ -174,6 +174,22 @@ def test_identity_needs_no_fold_whatever_the_input_feeds(tmp_path: Path) -> None
     )
 
 
+def test_weights_in_external_data_fall_back(tmp_path: Path) -> None:
+    """A model whose weights live in an external file (large models): the
+    folded copy cannot be built from the .onnx bytes alone; a reason, no crash."""
+    onnx = pytest.importorskip("onnx")
+    src = _conv_model(tmp_path / "m.onnx")
+    model = onnx.load(str(src))
+    ext = tmp_path / "ext" / "m.onnx"
+    ext.parent.mkdir()
+    onnx.save_model(model, str(ext), save_as_external_data=True, size_threshold=0)
+    eng = OnnxRuntimeEngine(ext)
+    reason = eng.enable_pixel_input(BGR_TO_RGB_255)
+    assert reason is not None
+    x = np.zeros((1, 3, 4, 4), np.float32)
+    assert eng.infer(x)[0].shape == (1, 4, 4, 4)  # the float path still serves
+
+
 def test_fuse_rejects_non_onnx_bytes() -> None:
     with pytest.raises(PixelInputUnsupported, match="cannot parse"):
         fuse_pixel_input(b"\xff\xff not a model", BGR_TO_RGB_255)

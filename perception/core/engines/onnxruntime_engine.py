@@ -402,6 +402,8 @@ class OnnxRuntimeEngine(Engine):
             return str(exc)
         except OSError as exc:
             return f"cannot read {self._path.name}: {one_line(exc)}"
+        except Exception as exc:  # e.g. weights in external data files, onnx quirks
+            return f"folding failed ({type(exc).__name__}: {one_line(exc)})"
         ort = import_onnxruntime()
         try:
             session = ort.InferenceSession(
