@@ -190,6 +190,167 @@ def test_weights_in_external_data_fall_back(tmp_path: Path) -> None:
     assert eng.infer(x)[0].shape == (1, 4, 4, 4)  # the float path still serves
 
 
+def _onnx_model(nodes: list, inputs: list, outputs: list, inits: dict) -> bytes:
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    g = helper.make_graph(
+        nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
+    # IR 8: loadable by the oldest onnxruntime we support (1.16 reads up to IR 9)
+    model = helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=8)
+    return model.SerializeToString()
+
+
+def test_input_read_inside_a_subgraph_is_refused() -> None:
+    """An If body reading the image input by name would see unscaled pixels."""
+    from onnx import TensorProto as TP
+    from onnx import helper
+
+    branch = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"])],
+        "b",
+        [],
+        [helper.make_tensor_value_info("t", TP.FLOAT, None)],
+    )
+    w = np.ones((3, 3, 1, 1), np.float32)
+    data = _onnx_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("c", TP.FLOAT, None),
+            helper.make_tensor_value_info("y", TP.FLOAT, None),
+        ],
+        {"w": w, "cond": np.array(True)},
+    )
+    with pytest.raises(PixelInputUnsupported, match="subgraph"):
+        fuse_pixel_input(data, BGR_TO_RGB_255)
+
+
+def test_weights_that_are_also_an_output_keep_their_values() -> None:
+    from onnx import TensorProto as TP
+    from onnx import helper
+
+    w = np.arange(9, dtype=np.float32).reshape(3, 3, 1, 1) / 10
+    data = _onnx_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Identity", ["w"], ["w_out"]),
+        ],
+        [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 3, 2, 2])],
+        [
+            helper.make_tensor_value_info("c", TP.FLOAT, None),
+            helper.make_tensor_value_info("w_out", TP.FLOAT, None),
+        ],
+        {"w": w},
+    )
+    import onnxruntime as ort
+
+    plain = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    fused = ort.InferenceSession(
+        fuse_pixel_input(data, BGR_TO_RGB_255), providers=["CPUExecutionProvider"]
+    )
+    pixels = _image(2, 2, 3)[None].transpose(0, 3, 1, 2).copy()
+    x = (pixels[:, ::-1] / np.float32(255)).astype(np.float32)
+    got = fused.run(None, {fused.get_inputs()[0].name: pixels})
+    want = plain.run(None, {"x": x})
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[1], w)  # the output still shows the original weights
+
+
+def test_cast_name_does_not_collide(tmp_path: Path) -> None:
+    from onnx import TensorProto as TP
+    from onnx import helper
+
+    suffix_name = "images__pixels_uint8_cast"
+    data = _onnx_model(
+        [
+            helper.make_node("Conv", ["images", "w"], ["c"], name=suffix_name),
+            helper.make_node("Relu", ["c"], ["y"], name="pixels"),
+        ],
+        [helper.make_tensor_value_info("images", TP.FLOAT, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+        {"w": np.ones((2, 3, 1, 1), np.float32)},
+    )
+    path = tmp_path / "n.onnx"
+    path.write_bytes(data)
+    assert OnnxRuntimeEngine(path).enable_pixel_input(BGR_TO_RGB_255) is None
+
+
+def test_float16_outputs_come_back_as_float32(tmp_path: Path) -> None:
+    from onnx import TensorProto as TP
+    from onnx import helper
+
+    data = _onnx_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"]),
+            helper.make_node("Cast", ["c"], ["y"], to=TP.FLOAT16),
+        ],
+        [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 3, 2, 2])],
+        [helper.make_tensor_value_info("y", TP.FLOAT16, None)],
+        {"w": np.ones((2, 3, 1, 1), np.float32)},
+    )
+    path = tmp_path / "h.onnx"
+    path.write_bytes(data)
+    eng = OnnxRuntimeEngine(path)
+    assert eng.enable_pixel_input(BGR_TO_RGB_255) is None
+    pixels = np.zeros((1, 3, 2, 2), np.uint8)
+    assert eng.infer_pixels(pixels)[0].dtype == np.float32
+    assert eng.infer(np.zeros((1, 3, 2, 2), np.float32))[0].dtype == np.float32
+
+
+def test_concurrent_enables_with_different_folds_one_wins(tmp_path: Path) -> None:
+    import threading
+
+    eng = OnnxRuntimeEngine(_conv_model(tmp_path / "m.onnx"))
+    folds = [BGR_TO_RGB_255, PixelInput((1 / 255, 1 / 255, 1 / 255), (0, 1, 2))]
+    barrier = threading.Barrier(2)
+    got: dict[int, str | None] = {}
+
+    def enable(i: int) -> None:
+        barrier.wait()
+        got[i] = eng.enable_pixel_input(folds[i])
+
+    threads = [threading.Thread(target=enable, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [i for i, r in got.items() if r is None]
+    assert len(winners) == 1
+    assert eng.pixel_input == folds[winners[0]]
+
+
+def test_closed_engine_and_engine_cache_give_reasons(tmp_path: Path) -> None:
+    eng = OnnxRuntimeEngine(_conv_model(tmp_path / "m.onnx"))
+    eng.close()
+    assert eng.enable_pixel_input(BGR_TO_RGB_255) == "the engine is closed"
+    from perception.core.engines.cache import CachedEngine
+
+    reason = CachedEngine.enable_pixel_input(None, BGR_TO_RGB_255)  # type: ignore[arg-type]
+    assert reason is not None and "cache" in reason
+
+
+def test_pre_optimised_graph_is_named_in_the_reason(tmp_path: Path) -> None:
+    """An ONNX Runtime level-'all' artifact (as the engine cache writes) starts
+    with com.microsoft.nchwc convolutions: refused, and the reason says why."""
+    src = _conv_model(tmp_path / "m.onnx")
+    opt = tmp_path / "opt.onnx"
+    OnnxRuntimeEngine(src, optimized_model_path=opt)
+    try:
+        reason = OnnxRuntimeEngine(opt, graph_optimization="disable").enable_pixel_input(
+            BGR_TO_RGB_255
+        )
+    except Exception as exc:
+        pytest.skip(f"this onnxruntime cannot reload its optimised graph: {exc}")
+    assert reason is not None
+    if "nchwc" in reason:
+        assert "pre-optimised" in reason
+
+
 def test_fuse_rejects_non_onnx_bytes() -> None:
     with pytest.raises(PixelInputUnsupported, match="cannot parse"):
         fuse_pixel_input(b"\xff\xff not a model", BGR_TO_RGB_255)

@@ -39,6 +39,7 @@ import numpy as np
 
 from perception.core.engines._common import one_line
 from perception.core.engines.base import Engine, EngineInfo
+from perception.core.engines.pixel_input import PixelInput
 from perception.core.errors import EngineBuildError, EngineError, ModelFileError
 
 __all__ = [
@@ -428,6 +429,11 @@ class CachedEngine(Engine):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the build is ready or failed; False on timeout. For tools/tests."""
         return self._done.wait(timeout)
+
+    def enable_pixel_input(self, pixel: PixelInput, release_float: bool = True) -> str | None:
+        """Not with a cache: the engine serving can change between two calls
+        (fallback -> built engine), and built engines take float input."""
+        return "the engine cache swaps engines at run time; cached engines take float input"
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         with self._lock:

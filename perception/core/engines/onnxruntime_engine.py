@@ -249,7 +249,7 @@ class OnnxRuntimeEngine(Engine):
         self._pixel_session: Any = None
         self._pixel_name = ""
         self._closed = False
-        self._release_float = True
+        self._enable_lock = threading.Lock()
         inp = session.get_inputs()
         if len(inp) != 1:
             names = [i.name for i in inp]
@@ -327,12 +327,15 @@ class OnnxRuntimeEngine(Engine):
                 # released when pixel input was enabled; someone wants floats again
                 _log.info("onnxruntime: %s: creating the float-input session", self._path.name)
                 ort = import_onnxruntime()
-                self._session = ort.InferenceSession(
-                    str(self._path),
-                    sess_options=self._so,
-                    providers=[n for n, _ in self._providers],
-                    provider_options=[o for _, o in self._providers],
-                )
+                try:
+                    self._session = ort.InferenceSession(
+                        str(self._path),
+                        sess_options=self._so,
+                        providers=[n for n, _ in self._providers],
+                        provider_options=[o for _, o in self._providers],
+                    )
+                except Exception as exc:  # e.g. the file changed on disk since start-up
+                    raise _classify(exc, self._path) from None
             session = self._session
         if session is None:
             raise EngineError(f"{self._info.name}: engine is closed")
@@ -380,6 +383,20 @@ class OnnxRuntimeEngine(Engine):
 
         Only for fp32 models on the CPU or CUDA provider (the TensorRT provider
         builds its own engine from the graph and is left as it is)."""
+        with self._enable_lock:  # one fold at a time; the check and install are atomic
+            reason = self._enable_pixel_input(pixel, release_float)
+        if reason is not None:
+            return reason
+        _log.info(
+            "onnxruntime: %s takes uint8 pixels (scale and channel order folded into the first "
+            "convolution)",
+            self._path.name,
+        )
+        return None
+
+    def _enable_pixel_input(self, pixel: PixelInput, release_float: bool) -> str | None:
+        if self._closed:
+            return "the engine is closed"
         if self._pixel == pixel and self._pixel_session is not None:
             return None
         if self._pixel is not None:
@@ -388,7 +405,6 @@ class OnnxRuntimeEngine(Engine):
                 f"pixel input is already enabled on this engine with scale {self._pixel.scale} "
                 f"and channels {self._pixel.source}"
             )
-        self._release_float = release_float
         first = self._providers[0][0] if self._providers else CPU_EP
         if first not in (CPU_EP, CUDA_EP):
             return f"pixel input is only folded for the CPU and CUDA providers, not {first}"
@@ -418,18 +434,15 @@ class OnnxRuntimeEngine(Engine):
         if len(inputs) != 1 or inputs[0].type != "tensor(uint8)":
             return f"the pixel-input model has inputs {[i.type for i in inputs]}"
         with self._lock:
+            if self._closed:
+                return "the engine is closed"
             self._pixel_session = session
             self._pixel_name = inputs[0].name
             self._pixel = pixel
-            if self._release_float:
+            if release_float:
                 # the float session is not used any more: free its weights
                 # (recreated on demand by `infer` / `session`)
                 self._session = None
-        _log.info(
-            "onnxruntime: %s takes uint8 pixels (scale and channel order folded into the first "
-            "convolution)",
-            self._path.name,
-        )
         return None
 
     def infer_pixels(self, pixels: np.ndarray) -> list[np.ndarray]:
@@ -448,12 +461,13 @@ class OnnxRuntimeEngine(Engine):
         if session is None or self._closed:
             raise EngineError(f"{self._info.name}: engine is closed")
         try:
-            return session.run(self._out_names, {self._pixel_name: pixels})
+            outs = session.run(self._out_names, {self._pixel_name: pixels})
         except Exception as exc:  # pybind exception classes of onnxruntime
             raise EngineError(
                 f"onnxruntime run failed for {self._info.name} with pixels {pixels.shape}: "
                 f"{one_line(exc)}"
             ) from None
+        return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outs]
 
     def close(self) -> None:
         with self._lock:

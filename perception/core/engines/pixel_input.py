@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PixelInput", "PixelInputUnsupported", "fuse_pixel_input", "pixel_input_for"]
+__all__ = ["PixelInput", "PixelInputUnsupported", "fuse_pixel_input"]
 
 PIXEL_INPUT_SUFFIX = "__pixels_uint8"
 
@@ -102,6 +102,9 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     consumers = [n for n in graph.node if inp.name in n.input]
     if not consumers:
         raise PixelInputUnsupported(f"input {inp.name!r} feeds no node")
+    inner = _subgraph_reads(graph.node)
+    if inp.name in inner:
+        raise PixelInputUnsupported(f"input {inp.name!r} is also read inside a subgraph (If/Loop)")
     identity = all(float(a) == 1.0 for a in pixel.scale) and tuple(pixel.source) == (0, 1, 2)
     if identity:
         # raw 0-255 values in the model's own channel order (YOLOX): nothing to
@@ -109,8 +112,10 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
         consumers = []
     for node in consumers:
         if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+            kind = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+            hint = " (a pre-optimised graph)" if node.domain else ""
             raise PixelInputUnsupported(
-                f"input {inp.name!r} feeds a {node.op_type} node ({node.name or 'unnamed'}), "
+                f"input {inp.name!r} feeds a {kind} node ({node.name or 'unnamed'}){hint}, "
                 "not only Conv"
             )
         if list(node.input).index(inp.name) != 0 or list(node.input).count(inp.name) != 1:
@@ -124,6 +129,9 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     for node in graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
+    # weights read elsewhere too (another node, a subgraph, a graph output)
+    # keep their values; the folded Conv gets its own copy
+    elsewhere = inner | {o.name for o in graph.output}
 
     scale = np.asarray(pixel.scale, dtype=np.float64)
     src = np.asarray(pixel.source)
@@ -144,7 +152,7 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
         for c in range(3):
             folded[:, src[c]] = w[:, c].astype(np.float64) * scale[c]
         new_name = init.name
-        if uses.get(init.name, 0) > 1:  # shared weights: give this Conv its own copy
+        if uses.get(init.name, 0) > 1 or init.name in elsewhere:
             new_name = f"{init.name}{PIXEL_INPUT_SUFFIX}_{len(graph.initializer)}"
             node.input[1] = new_name
             graph.initializer.append(numpy_helper.from_array(folded.astype(w.dtype), new_name))
@@ -156,9 +164,14 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     def axis(d: object, default: str) -> int | str:
         return d.dim_value if d.HasField("dim_value") else (d.dim_param or default)  # type: ignore[attr-defined]
 
-    n_dim, h_dim, w_dim = axis(dims[0], "N"), axis(dims[2], "H"), axis(dims[3], "W")
+    n_dim = axis(dims[0], f"{pixels}_N")
+    h_dim, w_dim = axis(dims[2], f"{pixels}_H"), axis(dims[3], f"{pixels}_W")
     new_input = helper.make_tensor_value_info(pixels, TensorProto.UINT8, [n_dim, 3, h_dim, w_dim])
-    prefix = [helper.make_node("Cast", [pixels], [inp.name], to=TensorProto.FLOAT, name="pixels")]
+    taken = {n.name for n in graph.node}
+    cast_name = f"{pixels}_cast"
+    while cast_name in taken:
+        cast_name += "_"
+    prefix = [helper.make_node("Cast", [pixels], [inp.name], to=TensorProto.FLOAT, name=cast_name)]
     idx = list(graph.input).index(inp)
     graph.input.remove(inp)
     graph.input.insert(idx, new_input)
@@ -167,13 +180,15 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     return model.SerializeToString()
 
 
-def pixel_input_for(
-    scale: Sequence[float], offset: Sequence[float], swap: bool
-) -> PixelInput | None:
-    """The `PixelInput` for a per-channel affine preprocessing, or None when it
-    has an offset (mean subtraction cannot be folded exactly: the first
-    convolution's zero padding would then differ)."""
-    if any(float(b) != 0.0 for b in offset):
-        return None
-    source = (2, 1, 0) if swap else (0, 1, 2)
-    return PixelInput(tuple(float(s) for s in scale), source)  # type: ignore[arg-type]
+def _subgraph_reads(nodes: Sequence[object]) -> set[str]:
+    """Every value name read by nodes inside subgraphs (If/Loop/Scan bodies),
+    at any depth: those see outer-scope values by name."""
+    names: set[str] = set()
+    for node in nodes:
+        for attr in node.attribute:  # type: ignore[attr-defined]
+            subs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for sub in subs:
+                for inner in sub.node:
+                    names.update(inner.input)
+                names |= _subgraph_reads(sub.node)
+    return names
