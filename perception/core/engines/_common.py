@@ -96,26 +96,11 @@ def validate_batch(
 
 
 def validate_pixels(pixels: object, input_shape: Sequence[int], engine: str) -> np.ndarray:
-    """Check a uint8 (B, 3, H, W) pixel batch against a model's NCHW input
-    shape (-1 = dynamic); return it C-contiguous. Failures: InputImageError."""
-    if not isinstance(pixels, np.ndarray):
-        raise InputImageError(f"{engine}: expected a numpy.ndarray, got {type(pixels).__name__}")
-    if pixels.ndim != 4 or pixels.shape[1] != 3:
+    """`validate_batch` for uint8 (B, 3, H, W) pixels (pixel input), with the
+    expected layout named when the shape is wrong."""
+    if isinstance(pixels, np.ndarray) and (pixels.ndim != 4 or pixels.shape[1] != 3):
         raise InputImageError(f"{engine}: expected (B, 3, H, W) pixels, got shape {pixels.shape}")
-    if pixels.dtype != np.uint8:
-        raise InputImageError(f"{engine}: expected uint8 pixels, got {pixels.dtype.name}")
-    if 0 in pixels.shape:
-        raise InputImageError(f"{engine}: zero-size pixels, shape {pixels.shape}")
-    for axis, label in ((2, "height"), (3, "width")):
-        want = input_shape[axis]
-        if want > 0 and pixels.shape[axis] != want:
-            raise InputImageError(
-                f"{engine}: expected {label}={want} (model input {tuple(input_shape)}), "
-                f"got pixels of shape {pixels.shape}"
-            )
-    if not pixels.flags.c_contiguous:
-        pixels = np.ascontiguousarray(pixels)
-    return pixels
+    return validate_batch(pixels, input_shape, engine, accepted=(np.uint8,))
 
 
 def run_chunked(

@@ -135,6 +135,18 @@ def _normalise(
     return out
 
 
+def _new_session(
+    ort: Any, model: str | bytes, so: Any, providers: Sequence[tuple[str, Mapping[str, Any]]]
+) -> Any:
+    """An InferenceSession of a model file path or serialised bytes."""
+    return ort.InferenceSession(
+        model,
+        sess_options=so,
+        providers=[n for n, _ in providers],
+        provider_options=[o for _, o in providers],
+    )
+
+
 class OnnxRuntimeEngine(Engine):
     """One ONNX Runtime session behind the `Engine` interface.
 
@@ -219,12 +231,7 @@ class OnnxRuntimeEngine(Engine):
         for key, value in {**DEFAULT_SESSION_CONFIG, **(session_config or {})}.items():
             so.add_session_config_entry(str(key), str(value))
         try:
-            session = ort.InferenceSession(
-                str(self._path),
-                sess_options=so,
-                providers=[n for n, _ in wanted],
-                provider_options=[o for _, o in wanted],
-            )
+            session = _new_session(ort, str(self._path), so, wanted)
         except Exception as exc:  # onnxruntime raises its own pybind exception classes
             raise _classify(exc, self._path) from None
 
@@ -328,12 +335,7 @@ class OnnxRuntimeEngine(Engine):
                 _log.info("onnxruntime: %s: creating the float-input session", self._path.name)
                 ort = import_onnxruntime()
                 try:
-                    self._session = ort.InferenceSession(
-                        str(self._path),
-                        sess_options=self._so,
-                        providers=[n for n, _ in self._providers],
-                        provider_options=[o for _, o in self._providers],
-                    )
+                    self._session = _new_session(ort, str(self._path), self._so, self._providers)
                 except Exception as exc:  # e.g. the file changed on disk since start-up
                     raise _classify(exc, self._path) from None
             session = self._session
@@ -360,12 +362,17 @@ class OnnxRuntimeEngine(Engine):
         )
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        session = self._float_session()
+        return self._run_session(self._float_session(), self._in_name, batch, "input")
+
+    def _run_session(
+        self, session: Any, name: str, array: np.ndarray, what: str
+    ) -> list[np.ndarray]:
+        """session.run with a one-line EngineError; float16 outputs as float32."""
         try:
-            outs = session.run(self._out_names, {self._in_name: batch})
+            outs = session.run(self._out_names, {name: array})
         except Exception as exc:  # pybind exception classes of onnxruntime
             raise EngineError(
-                f"onnxruntime run failed for {self._info.name} with input {batch.shape}: "
+                f"onnxruntime run failed for {self._info.name} with {what} {array.shape}: "
                 f"{one_line(exc)}"
             ) from None
         return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outs]
@@ -420,14 +427,8 @@ class OnnxRuntimeEngine(Engine):
             return f"cannot read {self._path.name}: {one_line(exc)}"
         except Exception as exc:  # e.g. weights in external data files, onnx quirks
             return f"folding failed ({type(exc).__name__}: {one_line(exc)})"
-        ort = import_onnxruntime()
         try:
-            session = ort.InferenceSession(
-                fused,
-                sess_options=self._so,
-                providers=[n for n, _ in self._providers],
-                provider_options=[o for _, o in self._providers],
-            )
+            session = _new_session(import_onnxruntime(), fused, self._so, self._providers)
         except Exception as exc:  # onnxruntime's pybind exception classes
             return f"onnxruntime rejected the pixel-input model: {one_line(exc)}"
         inputs = session.get_inputs()
@@ -460,14 +461,7 @@ class OnnxRuntimeEngine(Engine):
         session = self._pixel_session
         if session is None or self._closed:
             raise EngineError(f"{self._info.name}: engine is closed")
-        try:
-            outs = session.run(self._out_names, {self._pixel_name: pixels})
-        except Exception as exc:  # pybind exception classes of onnxruntime
-            raise EngineError(
-                f"onnxruntime run failed for {self._info.name} with pixels {pixels.shape}: "
-                f"{one_line(exc)}"
-            ) from None
-        return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outs]
+        return self._run_session(session, self._pixel_name, pixels, "pixels")
 
     def close(self) -> None:
         with self._lock:
