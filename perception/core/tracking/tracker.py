@@ -43,6 +43,7 @@ from perception.core.tracking.kalman import (
     kf_update,
 )
 from perception.core.tracking.matching import iou_matrix, linear_assignment
+from perception.core.tracking.stamps import check_frame, count_reset
 from perception.core.types import Detections
 
 __all__ = ["TrackInfo", "TrackSnapshot", "TrackState", "Tracker", "TrackerStats"]
@@ -253,35 +254,13 @@ class Tracker:
         stamp = det.stamp_ns
 
         # ---- 1. validation: no state change above the "accepted" line.
-        if self._frame_id is not None and det.frame_id != self._frame_id:
-            stats.frames_rejected_frame_id += 1
-            _LOG.warning(
-                "tracker: rejected frame: expected frame_id %r, got %r",
-                self._frame_id,
-                det.frame_id,
-            )
-            return self._empty_like(det)
-        reset = False
         last = self._last_stamp
-        if last is not None and stamp <= last:
-            if stamp == last:
-                stats.frames_rejected_duplicate += 1
-                _LOG.warning(
-                    "tracker[%s]: rejected frame: duplicate stamp %d ns", det.frame_id, stamp
-                )
-                return self._empty_like(det)
-            if last - stamp <= cfg.reorder_tolerance_s * _NS:
-                stats.frames_rejected_out_of_order += 1
-                _LOG.warning(
-                    "tracker[%s]: rejected frame: stamp %d ns is %.3f s older than the last "
-                    "(%d ns); expected increasing stamps",
-                    det.frame_id,
-                    stamp,
-                    (last - stamp) / _NS,
-                    last,
-                )
-                return self._empty_like(det)
-            reset = True
+        reset = check_frame(
+            _LOG, "tracker", stats, self._frame_id, det.frame_id, stamp, last,
+            cfg.reorder_tolerance_s,
+        )  # fmt: skip
+        if reset is None:
+            return self._empty_like(det)
         n_in = len(det)
         xyxy_in = det.xyxy
         if n_in:
@@ -295,16 +274,7 @@ class Tracker:
 
         # ---- accepted: from here on the state changes.
         if reset:
-            _LOG.warning(
-                "tracker[%s]: stamp went back %.3f s (%d -> %d ns): clock reset, "
-                "dropping %d tracks",
-                det.frame_id,
-                (last - stamp) / _NS,
-                last,
-                stamp,
-                len(self),
-            )
-            stats.resets += 1
+            count_reset(_LOG, "tracker", stats, det.frame_id, stamp, last, len(self))
             self.reset()
             last = None
         if self._frame_id is None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from perception.core.fusion.types import Objects3D
 from perception.core.tracking.matching import linear_assignment
+from perception.core.tracking.stamps import check_frame, count_reset
 
 __all__ = ["Track3DInfo", "Tracker3D", "Tracker3DConfig", "Tracker3DStats"]
 
@@ -209,31 +210,13 @@ class Tracker3D:
         empty = Objects3D.empty(stamp_ns=stamp, frame_id=objects.frame_id)
 
         # ---- 1. validation: no state change before "accepted"
-        if self._frame_id is not None and objects.frame_id != self._frame_id:
-            st.frames_rejected_frame_id += 1
-            _LOG.warning(
-                "tracker3d: rejected frame: expected frame_id %r, got %r",
-                self._frame_id,
-                objects.frame_id,
-            )
-            return empty
         last = self._last_stamp
-        reset = False
-        if last is not None and stamp <= last:
-            if stamp == last:
-                st.frames_rejected_duplicate += 1
-                _LOG.warning("tracker3d: rejected frame: duplicate stamp %d ns", stamp)
-                return empty
-            if last - stamp <= cfg.reorder_tolerance_s * _NS:
-                st.frames_rejected_out_of_order += 1
-                _LOG.warning(
-                    "tracker3d: rejected frame: stamp %d ns is %.3f s before the last (%d ns)",
-                    stamp,
-                    (last - stamp) / _NS,
-                    last,
-                )
-                return empty
-            reset = True
+        reset = check_frame(
+            _LOG, "tracker3d", st, self._frame_id, objects.frame_id, stamp, last,
+            cfg.reorder_tolerance_s,
+        )  # fmt: skip
+        if reset is None:
+            return empty
         cov = objects.covariances.astype(np.float64)
         diag = np.diagonal(cov, axis1=1, axis2=2)
         valid = (
@@ -246,14 +229,7 @@ class Tracker3D:
 
         # ---- accepted
         if reset:
-            _LOG.warning(
-                "tracker3d: stamp went back %.3f s (%d -> %d ns): clock reset, dropping %d tracks",
-                (last - stamp) / _NS,
-                last,
-                stamp,
-                len(self),
-            )
-            st.resets += 1
+            count_reset(_LOG, "tracker3d", st, objects.frame_id, stamp, last, len(self))
             self.reset()
             last = None
         if self._frame_id is None:
