@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from perception.core.engines.base import Engine
-from perception.core.engines.cache import CachedEngine, EngineCache, StatusFn
+from perception.core.engines.cache import Builder, CachedEngine, EngineCache, StatusFn
 from perception.core.engines.config import EngineConfig
 from perception.core.errors import EngineError
 
@@ -58,6 +58,26 @@ def _onnx_input_shape(path: str) -> tuple[int, ...]:
 
     inputs = read_onnx_io(path)[0]
     return inputs[0].shape if inputs else ()
+
+
+def _fallback_metadata(config: EngineConfig) -> dict[str, str]:
+    """Model metadata (class names, stride...) from the ONNX twin of a plan or
+    TorchScript model, when the fallback model is one."""
+    path = config.fallback_model_path
+    return _onnx_metadata(path) if path and path.endswith(".onnx") else {}
+
+
+def _cached(
+    model: str, builder: Builder, config: EngineConfig, on_progress: StatusFn | None
+) -> Engine:
+    """A CachedEngine for `builder` in the configured cache, with the fallback."""
+    return CachedEngine(
+        model,
+        builder,
+        EngineCache(config.cache_dir),
+        fallback=_fallback_factory(config),
+        on_progress=on_progress,
+    )
 
 
 def _fallback_factory(config: EngineConfig) -> Callable[[], Engine] | None:
@@ -130,13 +150,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
             providers=list(config.providers) or None,
             input_shape=config.build_input_shape or (),
         )
-        return CachedEngine(
-            model,
-            builder,
-            EngineCache(config.cache_dir),
-            fallback=_fallback_factory(config),
-            on_progress=on_progress,
-        )
+        return _cached(model, builder, config, on_progress)
 
     if config.runtime == "torch":
         from perception.core.engines.torch_engine import TorchEngine
@@ -154,10 +168,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
         from perception.core.engines.tensorrt_engine import TensorRTBuilder, TensorRTEngine
 
         if config.is_plan:
-            meta: dict[str, str] = {}
-            if config.fallback_model_path and config.fallback_model_path.endswith(".onnx"):
-                meta = _onnx_metadata(config.fallback_model_path)
-            return TensorRTEngine(model, config.device, metadata=meta)
+            return TensorRTEngine(model, config.device, metadata=_fallback_metadata(config))
         shape = config.build_input_shape or _onnx_input_shape(model)
         trt_builder = TensorRTBuilder(
             config.device,
@@ -166,13 +177,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
             metadata=_onnx_metadata(model),
             name=Path(model).stem,
         )
-        return CachedEngine(
-            model,
-            trt_builder,
-            EngineCache(config.cache_dir),
-            fallback=_fallback_factory(config),
-            on_progress=on_progress,
-        )
+        return _cached(model, trt_builder, config, on_progress)
 
     # torch_tensorrt
     from perception.core.engines.torch_tensorrt_engine import TorchTensorRTBuilder
@@ -181,21 +186,12 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
         raise EngineError(
             f"runtime torch_tensorrt needs build_input_shape (B, C, H, W) for {Path(model).name}"
         )
-    meta = {}
-    if config.fallback_model_path and config.fallback_model_path.endswith(".onnx"):
-        meta = _onnx_metadata(config.fallback_model_path)
     tt_builder = TorchTensorRTBuilder(
         config.device,
         config.precision,
         config.build_input_shape,
         model_kind=TorchTensorRTBuilder.model_kind_of(model),
-        metadata=meta,
+        metadata=_fallback_metadata(config),
         name=Path(model).stem,
     )
-    return CachedEngine(
-        model,
-        tt_builder,
-        EngineCache(config.cache_dir),
-        fallback=_fallback_factory(config),
-        on_progress=on_progress,
-    )
+    return _cached(model, tt_builder, config, on_progress)
