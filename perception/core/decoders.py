@@ -554,11 +554,8 @@ class Decoder:
         nc = self.layout.num_classes
         cls_scores = out[4 : 4 + nc]  # (nc, N), each row contiguous
         best = cls_scores.max(axis=0)  # NaN propagates into best
-        bad = self._check_nan(best, image)
-        keep = best > self._min_thr
-        if bad is not None:
-            keep &= ~bad
-        idx = np.flatnonzero(keep)
+        self._check_nan(best, image)
+        idx = np.flatnonzero(best > self._min_thr)  # NaN never passes
         if idx.size == 0:
             return Candidates.empty()
         rows_scores = cls_scores[:, idx].T  # (K, nc)
@@ -583,12 +580,10 @@ class Decoder:
         obj = out[:, 4]
         if not lay.scores_are_probabilities:
             obj = 1.0 / (1.0 + np.exp(-obj.astype(np.float32)))
-        bad = self._check_nan(obj, image)
-        # score = obj * cls <= obj since cls <= 1: rows with obj <= thr cannot pass.
-        keep = obj > self._min_thr
-        if bad is not None:
-            keep &= ~bad
-        idx = np.flatnonzero(keep)
+        self._check_nan(obj, image)
+        # score = obj * cls <= obj since cls <= 1: rows with obj <= thr cannot
+        # pass; NaN never passes.
+        idx = np.flatnonzero(obj > self._min_thr)
         if idx.size == 0:
             return Candidates.empty()
         sub = out[idx]
@@ -615,7 +610,7 @@ class Decoder:
         h, w = input_hw
         if self.layout.variant == "topk":
             scores_all = out[:, 4]
-            bad = self._check_nan(scores_all, image)
+            self._check_nan(scores_all, image)
             cls_all = out[:, 5]
             ok_cls = np.isfinite(cls_all) & (cls_all >= 0) & (cls_all < self.layout.num_classes)
             if not ok_cls.all():
@@ -626,10 +621,7 @@ class Decoder:
                 )
             cls_all = cls_all.astype(np.int32)
             thr = self._class_thr[cls_all] if self._class_thr is not None else self.conf
-            keep = scores_all > thr
-            if bad is not None:
-                keep &= ~bad
-            rows = np.flatnonzero(keep)
+            rows = np.flatnonzero(scores_all > thr)  # NaN never passes
             cls, scores = cls_all[rows], scores_all[rows].astype(np.float32)
             sel = rows
         else:
@@ -647,17 +639,14 @@ class Decoder:
 
     def _e2e(self, out: np.ndarray, image: int) -> Candidates:
         scores_all = out[:, 4]
-        bad = self._check_nan(scores_all, image)
+        self._check_nan(scores_all, image)
         cls_all = np.nan_to_num(out[:, 5], nan=-1).astype(np.int32)
         thr = (
             self._class_thr[np.clip(cls_all, 0, self.layout.num_classes - 1)]
             if self._class_thr is not None
             else self.conf
         )
-        keep = scores_all > thr
-        if bad is not None:
-            keep &= ~bad
-        rows = np.flatnonzero(keep)
+        rows = np.flatnonzero(scores_all > thr)  # NaN never passes
         cls = cls_all[rows]
         bad_cls = (cls < 0) | (cls >= self.layout.num_classes)
         if bad_cls.any():
