@@ -30,7 +30,7 @@ import numpy as np
 
 from perception.core.errors import InputImageError
 
-__all__ = ["ImageTransform", "PreprocessSpec", "Preprocessor", "check_image", "resize_linear"]
+__all__ = ["ImageTransform", "PreprocessSpec", "Preprocessor", "check_image"]
 
 ResizeMode = Literal["letterbox", "stretch"]
 Align = Literal["center", "top_left"]
@@ -153,15 +153,6 @@ def check_image(image: object, index: int = 0) -> np.ndarray:
     return image
 
 
-def _odd_factor(h: int, w: int, rw: int, rh: int) -> int:
-    """k when (w, h) -> (rw, rh) is a downscale by the same odd integer k >= 3
-    on both axes (1920x1080 -> 640x360: k = 3), else 0."""
-    k = h // rh if rh > 0 else 0
-    if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w:
-        return k
-    return 0
-
-
 def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
     """Rows that a bilinear downscale by an odd integer factor k actually uses.
 
@@ -170,23 +161,11 @@ def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
     rows (a strided view, no copy) gives a bit-identical result while reading
     1/k of the frame from memory (1920x1080 -> 640x360 is k = 3).
     """
-    k = _odd_factor(img.shape[0], img.shape[1], rw, rh)
-    return img[(k - 1) // 2 :: k] if k else img
-
-
-def resize_linear(img: np.ndarray, rw: int, rh: int, dst: np.ndarray | None = None) -> np.ndarray:
-    """cv2 INTER_LINEAR resize to (rw, rh), written into `dst` when given
-    (reading only the rows it uses for odd integer factors, see
-    `_rows_for_odd_factor`)."""
-    import cv2
-
-    out = cv2.resize(
-        _rows_for_odd_factor(img, rw, rh), (rw, rh), dst=dst, interpolation=cv2.INTER_LINEAR
-    )
-    if dst is not None and out is not dst:  # cv2 could not write into that view
-        np.copyto(dst, out)
-        return dst
-    return out
+    h, w = img.shape[:2]
+    k = h // rh
+    if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w:
+        return img[(k - 1) // 2 :: k]
+    return img
 
 
 class Preprocessor:
@@ -318,7 +297,11 @@ class Preprocessor:
         buf = self._resized.get((rh, rw))
         if buf is None:
             buf = self._resized[(rh, rw)] = np.empty((rh, rw, 3), dtype=np.uint8)
-        return resize_linear(img, rw, rh, buf)
+        import cv2
+
+        return cv2.resize(
+            _rows_for_odd_factor(img, rw, rh), (rw, rh), dst=buf, interpolation=cv2.INTER_LINEAR
+        )
 
     def __call__(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[ImageTransform]]:
         """Return (batch tensor (N, 3, H, W) float32, per-image transforms)."""
