@@ -10,9 +10,10 @@ pure per-channel scale (no mean offset), the pass folds away exactly: the
 scale and channel order move into the first convolution's weights
 (conv(x * a) == conv'(x) with W'[:, src[c]] = W[:, c] * a[c]; the zero padding
 stays zero), and the graph takes uint8 (N, 3, H, W) followed by one Cast.
-Measured side by side on a 2-core CPU the whole pipeline gets only 0.3-1.6 %
-faster for YOLO11n and 1-3 % for YOLOX-Nano (ONNX Runtime's Cast costs most
-of what numpy's conversion did; bench/bench_detection.py, "ours/float"). The
+Measured side by side on a 2-core CPU the whole pipeline gets at most 1.6 %
+faster, and at batch 6 the difference is within run-to-run noise (ONNX
+Runtime's Cast costs most or all of what numpy's conversion did;
+bench/bench_detection.py, "ours/float"). The
 point is the accelerator: on CUDA the Cast runs on the GPU and the
 host-to-device copy shrinks fourfold (not measured here: no GPU).
 
