@@ -11,6 +11,8 @@ from perception.core.preprocess import (
     ImageTransform,
     Preprocessor,
     PreprocessSpec,
+    _gather_planes,
+    _odd_factor_views,
     _rows_for_odd_factor,
 )
 
@@ -203,3 +205,66 @@ def test_odd_factor_row_shortcut_is_bit_exact(h: int, w: int, k: int) -> None:
     np.testing.assert_allclose(batch[0, :, top : top + rh, left : left + rw], want, atol=1e-6)
     rows = _rows_for_odd_factor(img, rw, rh)
     assert rows.shape[0] == (h // k if k % 2 else h)  # the shortcut applies to odd k only
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "k"),
+    [(1080, 1920, 3), (1800, 3200, 5), (1083, 1923, 3), (9, 9, 3), (21, 14, 7), (35, 25, 5)],
+)
+def test_odd_factor_plane_gather_is_bit_exact(h: int, w: int, k: int) -> None:
+    """The per-channel nearest gather equals cv2.resize INTER_LINEAR, for odd
+    and even widths and heights, and each plane gets its own channel."""
+    img = _image(h, w, seed=h + w)
+    rh, rw = h // k, w // k
+    planes = [np.full((rh, rw), 7, dtype=np.uint8) for _ in range(3)]
+    assert _gather_planes(img, rw, rh, planes)
+    want = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    for c in range(3):
+        np.testing.assert_array_equal(planes[c], want[..., c])
+
+
+def test_odd_factor_views_stay_inside_the_image() -> None:
+    """Channel 0's view starts one byte before a used row and the last one
+    ends one byte into the next row: both inside the buffer (numpy checks),
+    and the bytes they cover are the image's own."""
+    img = _image(9, 6)
+    views = _odd_factor_views(img, 3)
+    flat = img.reshape(-1)
+    assert [v.shape for v in views] == [(3, 18)] * 3
+    np.testing.assert_array_equal(views[0][0], flat[18 - 1 : 36 - 1])
+    np.testing.assert_array_equal(views[2][2], flat[7 * 18 + 1 : 8 * 18 + 1])
+    assert not any(v.flags.writeable for v in views)
+
+
+def test_plane_gather_declines_what_it_cannot_do_exactly() -> None:
+    """Even factors, non-integer factors and row-padded (non-contiguous)
+    frames go through resize + split instead; results are the same."""
+    planes = [np.empty((360, 640), dtype=np.uint8) for _ in range(3)]
+    assert not _gather_planes(_image(720, 1280), 640, 360, planes[:3])  # k = 2
+    assert not _gather_planes(_image(1080, 1921), 640, 360, planes)  # not integer
+    padded = np.zeros((1080, 1928, 3), dtype=np.uint8)[:, :1920]  # a ROS row step
+    assert not padded.flags.c_contiguous
+    assert not _gather_planes(padded, 640, 360, planes)
+    frame = _image(1080, 1920, seed=3)
+    readonly = np.frombuffer(frame.tobytes(), np.uint8).reshape(frame.shape)
+    assert _gather_planes(readonly, 640, 360, planes)  # read-only buffers are fine
+    padded[:] = frame
+    for pixels in (False, True):
+        pre = Preprocessor(ULTRA, None, (640, 640), pixels=pixels)
+        a = pre([frame])[0].copy()
+        b = pre([padded])[0]
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plane_gather_off_when_opencv_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If this OpenCV's nearest-exact rounding did not match its bilinear
+    (checked once per geometry), the gather steps aside and writes nothing."""
+    from perception.core import preprocess
+
+    monkeypatch.setitem(preprocess._GATHER_OK, (27, 27, 3), False)
+    planes = [np.zeros((9, 9), dtype=np.uint8) for _ in range(3)]
+    assert not _gather_planes(_image(27, 27), 9, 9, planes)
+    assert not any(p.any() for p in planes)
+    monkeypatch.delitem(preprocess._GATHER_OK, (27, 27, 3))
+    assert _gather_planes(_image(27, 27), 9, 9, planes)
+    assert preprocess._GATHER_OK[(27, 27, 3)] is True
