@@ -212,6 +212,7 @@ class DetectorPipeline:
                 "fallback_model_path": p["model.fallback_model_path"],
                 "build_input_shape": p["model.build_input_shape"],
                 "threads": p["model.threads"],
+                "graph_rewrites": p["model.graph_rewrites"],
             }
         )
         self.engine = create_engine(config, on_progress=self._on_build_progress)
@@ -232,6 +233,11 @@ class DetectorPipeline:
                 "pixel input (scale folded into the model)"
                 if self.detector.preprocessor.pixels
                 else f"float input ({self.detector.pixel_input_reason})"
+            )
+            + (
+                f", {n} graph rewrite(s)"
+                if (n := getattr(self.engine, "graph_rewrites", 0))
+                else ""
             )
         )
 

@@ -78,6 +78,8 @@ class EngineConfig:
             ('TensorrtExecutionProvider', 'CUDAExecutionProvider').
         allow_fallback: accept a session without a requested GPU provider
             (ONNX Runtime only; logged).
+        graph_rewrites: ONNX Runtime on the CPU runs exact graph rewrites
+            (perception/core/engines/graph_rewrites.py; YOLOv8/11 box head).
     """
 
     model_path: str
@@ -92,6 +94,7 @@ class EngineConfig:
     threads: int | None = None
     providers: tuple[str, ...] = ()
     allow_fallback: bool = False
+    graph_rewrites: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_path, str | Path) or not str(self.model_path).strip():
@@ -156,6 +159,8 @@ class EngineConfig:
             object.__setattr__(self, "build_input_shape", shape)
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise _fail("threads", "None or an int >= 1", self.threads)
+        if not isinstance(self.graph_rewrites, bool):
+            raise _fail("graph_rewrites", "True or False", self.graph_rewrites)
         if isinstance(self.providers, str) or not all(isinstance(p, str) for p in self.providers):
             raise _fail("providers", "a sequence of provider names", self.providers)
         object.__setattr__(self, "providers", tuple(self.providers))

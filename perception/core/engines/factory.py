@@ -94,7 +94,12 @@ def _fallback_factory(config: EngineConfig) -> Callable[[], Engine] | None:
                 Path(config.model_path).name,
                 config.fallback_device,
             )
-            return OnnxRuntimeEngine(path, config.fallback_device, intra_op_threads=config.threads)
+            return OnnxRuntimeEngine(
+                path,
+                config.fallback_device,
+                intra_op_threads=config.threads,
+                graph_rewrites=config.graph_rewrites,
+            )
 
         return make
 
@@ -143,12 +148,14 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
                 precision=config.precision,
                 intra_op_threads=config.threads,
                 allow_fallback=config.allow_fallback,
+                graph_rewrites=config.graph_rewrites,
             )
         builder = OnnxRuntimeBuilder(
             config.device,
             intra_op_threads=config.threads,
             providers=list(config.providers) or None,
             input_shape=config.build_input_shape or (),
+            graph_rewrites=config.graph_rewrites,
         )
         return _cached(model, builder, config, on_progress)
 
