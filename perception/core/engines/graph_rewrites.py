@@ -18,8 +18,9 @@ operations along the bin axis of X,
 Transpose of a size-1 axis), is the same softmax-weighted sum, shifted by the
 maximum like ONNX's Softmax so nothing overflows. It differs only in float
 rounding (3e-5 px in the box coordinates of a 640x384 YOLO11n) and made the
-whole run 12-13 % faster (bench/bench_detection.py). NaN/inf propagate as in
-the original (NaN boxes reach the decoder, which counts or raises them).
+whole YOLO11n run 14-16 % faster (bench/bench_detection.py, bare.rw/bare).
+NaN/inf propagate as in the original (NaN boxes reach the decoder, which
+counts or raises them).
 
 A graph that does not match exactly (another layout, a bias on the 1x1 Conv, a
 float16 model, Softmax before opset 13, whose axis semantics differ) is left

@@ -201,7 +201,7 @@ class OnnxRuntimeEngine(Engine):
             no cost to inference.
         graph_rewrites: on the CPU provider, run the model with the exact
             rewrites of `perception.core.engines.graph_rewrites` (YOLOv8/11 box
-            head: 12-19 % faster on 2 cores); needs the onnx package, skipped
+            head: YOLO11n 14-16 % faster on 2 cores); needs the onnx package, skipped
             with a log line when it is missing or nothing matches.
     """
 
