@@ -156,6 +156,13 @@ def check_image(image: object, index: int = 0) -> np.ndarray:
     return image
 
 
+def _odd_factor(h: int, w: int, rh: int, rw: int) -> int:
+    """k when (w, h) -> (rw, rh) is a downscale by one odd integer factor
+    k >= 3 on both axes (bilinear then samples single pixels), else 0."""
+    k = h // rh
+    return k if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w else 0
+
+
 def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
     """Rows that a bilinear downscale by an odd integer factor k actually uses.
 
@@ -164,11 +171,8 @@ def _rows_for_odd_factor(img: np.ndarray, rw: int, rh: int) -> np.ndarray:
     rows (a strided view, no copy) gives a bit-identical result while reading
     1/k of the frame from memory (1920x1080 -> 640x360 is k = 3).
     """
-    h, w = img.shape[:2]
-    k = h // rh
-    if k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w:
-        return img[(k - 1) // 2 :: k]
-    return img
+    k = _odd_factor(img.shape[0], img.shape[1], rh, rw)
+    return img[(k - 1) // 2 :: k] if k else img
 
 
 # (h, w, k) -> whether the plane gather below equals cv2.resize INTER_LINEAR
@@ -210,26 +214,30 @@ def _gather_planes(img: np.ndarray, rw: int, rh: int, planes: Sequence[np.ndarra
     for resize + split on this project's 2-core CPU, frame not in cache).
     """
     h, w = img.shape[:2]
-    k = h // rh
+    k = _odd_factor(h, w, rh, rw)
     if not (
-        k >= 3 and k % 2 == 1 and rh * k == h and rw * k == w
-        and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+        k and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
         and img.flags.c_contiguous
     ):  # fmt: skip
         return False
-    import cv2
-
     key = (h, w, k)
     ok = _GATHER_OK.get(key)
     if ok is None:
         ok = _GATHER_OK[key] = _gather_matches_linear(h, w, k)
-    if not ok:
-        return False
+    if ok:
+        _nearest_planes(img, k, planes)
+    return ok
+
+
+def _nearest_planes(img: np.ndarray, k: int, planes: Sequence[np.ndarray]) -> None:
+    """The gather itself: one nearest-exact resize per channel view."""
+    import cv2
+
     for view, plane in zip(_odd_factor_views(img, k), planes, strict=True):
-        got = cv2.resize(view, (rw, rh), dst=plane, interpolation=cv2.INTER_NEAREST_EXACT)
+        size = (plane.shape[1], plane.shape[0])
+        got = cv2.resize(view, size, dst=plane, interpolation=cv2.INTER_NEAREST_EXACT)
         if got is not plane:  # cv2 could not write into that view
             np.copyto(plane, got)
-    return True
 
 
 def _gather_matches_linear(h: int, w: int, k: int) -> bool:
@@ -247,11 +255,9 @@ def _gather_matches_linear(h: int, w: int, k: int) -> bool:
     n = h * w * 3
     img = ((np.arange(n, dtype=np.uint64) * 2654435761) >> 13).astype(np.uint8).reshape(h, w, 3)
     want = cv2.resize(img, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    for c, view in enumerate(_odd_factor_views(img, k)):
-        got = cv2.resize(view, (rw, rh), interpolation=cv2.INTER_NEAREST_EXACT)
-        if not np.array_equal(got, want[..., c]):
-            return False
-    return True
+    got = np.empty((3, rh, rw), dtype=np.uint8)
+    _nearest_planes(img, k, got)
+    return np.array_equal(got, want.transpose(2, 0, 1))
 
 
 class Preprocessor:
