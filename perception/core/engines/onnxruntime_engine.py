@@ -136,20 +136,44 @@ def _normalise(
     return out
 
 
+def _requested_providers(
+    device: str,
+    providers: Sequence[ProviderSpec] | None,
+    precision: str = "fp32",
+    tensorrt: bool = False,
+    trt_cache_dir: str | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The providers a session is asked for: explicit ones, else the defaults
+    of `device`."""
+    kind, index = parse_device(device)
+    if providers is not None:
+        return _normalise(providers, index, precision, trt_cache_dir)
+    return _default_providers(kind, index, precision, tensorrt, trt_cache_dir)
+
+
+def _onnx_import_error() -> Exception | None:
+    """None when the onnx package imports; else what it raised (ImportError
+    when missing; e.g. TypeError for generated code too old for protobuf)."""
+    try:
+        import onnx  # noqa: F401
+    except Exception as exc:
+        return exc
+    return None
+
+
 def _rewritten(path: Path) -> tuple[bytes | None, int]:
     """(the model with `graph_rewrites` applied, how many places) or (None, 0)
     when nothing applies or the rewrite cannot run (logged, never raised: the
     model as given still works)."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
+    err = _onnx_import_error()
+    if isinstance(err, ImportError):
         _log.info("onnxruntime: graph rewrites skipped for %s: onnx is not installed", path.name)
         return None, 0
-    except Exception as exc:  # e.g. an onnx build that does not match protobuf
+    if err is not None:
         _log.warning(
             "onnxruntime: graph rewrites skipped for %s: onnx fails to import (%s)",
             path.name,
-            one_line(exc),
+            one_line(err),
         )
         return None, 0
     try:
@@ -228,14 +252,10 @@ class OnnxRuntimeEngine(Engine):
         ort = import_onnxruntime()
         self._path = Path(model_path)
         check_onnx_file(self._path)
-        kind, index = parse_device(device)
+        _, index = parse_device(device)
         if precision not in ("fp32", "fp16", "int8"):
             raise EngineError(f"precision must be fp32, fp16 or int8, got {precision!r}")
-        wanted = (
-            _normalise(providers, index, precision, trt_cache_dir)
-            if providers is not None
-            else _default_providers(kind, index, precision, tensorrt, trt_cache_dir)
-        )
+        wanted = _requested_providers(device, providers, precision, tensorrt, trt_cache_dir)
         if not wanted:
             raise EngineError("providers is empty: name at least one execution provider")
         available = set(ort.get_available_providers())
@@ -595,15 +615,12 @@ class OnnxRuntimeBuilder(Builder):
         return f"{import_onnxruntime().__version__}/{self.level}{rewrites}"
 
     def _rewrites_apply(self) -> bool:
-        if not self.graph_rewrites or parse_device(self.device)[0] != "cpu":
+        """The engine's own condition: asked for, CPU provider first, onnx
+        importable (missing or broken: the engine runs the model as given)."""
+        if not self.graph_rewrites:
             return False
-        if self.providers and _normalise(self.providers, 0, "fp32", None)[0][0] != CPU_EP:
-            return False
-        try:
-            import onnx  # noqa: F401
-        except Exception:  # missing or broken: the engine runs the model as given
-            return False
-        return True
+        wanted = _requested_providers(self.device, self.providers or None)
+        return bool(wanted) and wanted[0][0] == CPU_EP and _onnx_import_error() is None
 
     def device_name(self) -> str:
         kind, index = parse_device(self.device)
