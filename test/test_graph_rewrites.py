@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,6 +35,15 @@ YOLO11T = [REFERENCE / "yolo11t_dynamic.onnx", REFERENCE / "yolo11t_fixed.onnx"]
 def _session(model: bytes | Path) -> object:
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+
+
+def _graph_model(
+    nodes: list, inits: list, inputs: list, outputs: list, opset: int = 18, value_info: list = ()
+) -> bytes:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits, value_info=list(value_info))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 def _dfl_model(
@@ -63,16 +73,8 @@ def _dfl_model(
     outputs = [helper.make_tensor_value_info("y", dtype, None)]
     if softmax_is_output:
         outputs.append(helper.make_tensor_value_info("soft", dtype, None))
-    graph = helper.make_graph(
-        nodes,
-        "dfl",
-        [helper.make_tensor_value_info("x", dtype, ["b", 4, 16, "a"])],
-        outputs,
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model.SerializeToString()
+    x = helper.make_tensor_value_info("x", dtype, ["b", 4, 16, "a"])
+    return _graph_model(nodes, inits, [x], outputs, opset)
 
 
 @pytest.mark.parametrize("path", YOLO11T, ids=lambda p: p.stem)
@@ -207,13 +209,6 @@ def test_config_and_cache_key() -> None:
     assert on.runtime_version().endswith("/rewrites1")
 
 
-def _graph_model(nodes: list, inits: list, inputs: list, outputs: list) -> bytes:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 _DFL_NODES = [
     helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1, 3]),
     helper.make_node("Softmax", ["t"], ["soft"], axis=1, name="dfl/Softmax"),
@@ -222,6 +217,17 @@ _DFL_NODES = [
 _W = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1), "w")
 _X = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4, 16, "a"])
 _C = helper.make_tensor_value_info("c", TensorProto.FLOAT, None)
+
+
+def _if_reading(branch_nodes: list) -> tuple[Any, Any, Any]:
+    """(If node always taking a branch of `branch_nodes` that ends in "o",
+    its condition initializer, its output "z")."""
+    branch = helper.make_graph(
+        branch_nodes, "branch", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)]
+    )
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    if_node = helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch)
+    return if_node, cond, helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
 
 
 def _same_outputs(original: bytes, rewritten: bytes) -> None:
@@ -247,15 +253,7 @@ def test_weights_read_elsewhere_stay_in_the_graph() -> None:
     initializer; the head is still rewritten and everything still runs."""
     w_out = helper.make_tensor_value_info("w", TensorProto.FLOAT, None)
     as_output = _graph_model(_DFL_NODES, [_W], [_X], [_C, w_out])
-    branch = helper.make_graph(
-        [helper.make_node("Identity", ["w"], ["o"])],
-        "branch",
-        [],
-        [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)],
-    )
-    cond = numpy_helper.from_array(np.array(True), "cond")
-    if_node = helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch)
-    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    if_node, cond, z = _if_reading([helper.make_node("Identity", ["w"], ["o"])])
     in_subgraph = _graph_model([*_DFL_NODES, if_node], [_W, cond], [_X], [_C, z])
     for original in (as_output, in_subgraph):
         rewritten, count = rewrite_dfl(original)
@@ -267,20 +265,11 @@ def test_new_names_avoid_value_info_and_subgraph_names() -> None:
     """A name the rewrite would pick already used by stale value_info (with
     another type) or inside an If body: the rewrite picks another one."""
     taken = "dfl/Softmax/rewrite/max"
-    branch = helper.make_graph(
-        [helper.make_node("Neg", ["c"], [taken]), helper.make_node("Identity", [taken], ["o"])],
-        "branch",
-        [],
-        [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)],
+    if_node, cond, z = _if_reading(
+        [helper.make_node("Neg", ["c"], [taken]), helper.make_node("Identity", [taken], ["o"])]
     )
-    cond = numpy_helper.from_array(np.array(True), "cond")
-    if_node = helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch)
-    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
-    graph = helper.make_graph([*_DFL_NODES, if_node], "g", [_X], [_C, z], [_W, cond])
-    graph.value_info.append(helper.make_tensor_value_info(taken + "_1", TensorProto.INT64, None))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    original = model.SerializeToString()
+    stale = helper.make_tensor_value_info(taken + "_1", TensorProto.INT64, None)
+    original = _graph_model([*_DFL_NODES, if_node], [_W, cond], [_X], [_C, z], value_info=[stale])
     rewritten, count = rewrite_dfl(original)
     assert count == 1
     _same_outputs(original, rewritten)
