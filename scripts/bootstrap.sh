@@ -98,6 +98,9 @@ else
       PIP_CONSTRAINT="$CONSTRAINTS" pip_install "${pair%%:*}" || log "WARNING: could not install ${pair%%:*}"
     fi
   done
+  # The type checker and its stubs (pure Python, run by `./dev test`), pinned as in dev.txt.
+  pip_install $(grep -E '^(mypy|types-PyYAML)==' "$ROOT/requirements/dev.txt") ||
+    log "WARNING: could not install mypy"
 fi
 
 SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
