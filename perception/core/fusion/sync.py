@@ -10,23 +10,31 @@ stream, never paired with a message outside the tolerance. Queues are bounded
 (`queue_size` per stream); overflow is counted too.
 
 Pure Python, no ROS: the node calls `push()` from each subscription callback
-with the header stamp in nanoseconds and forwards what it returns.
+with the header stamp in nanoseconds and forwards what it returns. A consumer
+that must still use what was dropped (the overlay publishes an image without
+3D boxes when its objects cannot come) passes `on_drop`; one that cannot wait
+for a match (an image published at once) takes a queued message of its stamp
+with `take()`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from perception.core.fusion.errors import FusionInputError
 
-__all__ = ["StampSynchronizer", "StreamStats", "SyncedSet"]
+__all__ = ["DropCallback", "StampSynchronizer", "StreamStats", "SyncedSet"]
 
 _LOG = logging.getLogger(__name__)
 _NS = 1_000_000_000
+
+DropCallback = Callable[[str, int, Any, str], None]
+"""on_drop(stream, stamp_ns, item, reason), reason one of "overflow",
+"unmatched", "out_of_order", "reset"."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class StreamStats:
 
 @dataclass
 class _Stream:
-    queue: deque = field(default_factory=deque)
+    queue: deque[tuple[int, Any]] = field(default_factory=deque)
     last_ns: int | None = None
     stats: StreamStats = field(default_factory=StreamStats)
 
@@ -70,6 +78,9 @@ class StampSynchronizer:
         reset_after_s: a stamp older than the stream's last by more than this
             is a clock reset (simulator restart): every queue is cleared.
             Smaller backward steps and duplicates are dropped as out of order.
+        on_drop: called with (stream, stamp_ns, item, reason) for every message
+            dropped without a match, when it is dropped (from inside `push`,
+            `reset` or `take`; it must not call back into this synchronizer).
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class StampSynchronizer:
         queue_size: int = 10,
         reference: str | None = None,
         reset_after_s: float = 1.0,
+        on_drop: DropCallback | None = None,
     ) -> None:
         names = [str(s) for s in streams]
         if len(names) < 2 or len(set(names)) != len(names):
@@ -98,6 +110,7 @@ class StampSynchronizer:
         self._size = int(queue_size)
         self._reset_ns = int(reset_after_s * _NS)
         self._streams = {n: _Stream() for n in names}
+        self._on_drop = on_drop
         self.resets = 0
 
     @property
@@ -114,10 +127,39 @@ class StampSynchronizer:
 
     def reset(self) -> None:
         """Drop every queued message (counted as unmatched)."""
-        for s in self._streams.values():
+        for name, s in self._streams.items():
             s.stats.unmatched += len(s.queue)
+            dropped = list(s.queue)
             s.queue.clear()
             s.last_ns = None
+            for stamp_ns, item in dropped:
+                self._dropped(name, stamp_ns, item, "reset")
+
+    def take(self, stream: str, stamp_ns: int) -> tuple[int, Any] | None:
+        """Remove and return the queued (stamp_ns, item) of `stream` closest to
+        `stamp_ns` within the tolerance (counted as matched), or None.
+
+        For a consumer that cannot wait for a set (an image published at once
+        with whatever objects of its stamp are already here); the other queued
+        messages stay where they are."""
+        st = self._streams.get(stream)
+        if st is None:
+            raise FusionInputError(f"stream: expected one of {self._names}, got {stream!r}")
+        best, best_d = -1, self._tol + 1
+        for j, (ts, _) in enumerate(st.queue):
+            d = abs(ts - stamp_ns)
+            if d < best_d:
+                best, best_d = j, d
+        if best < 0:
+            return None
+        found: tuple[int, Any] = st.queue[best]
+        del st.queue[best]
+        st.stats.matched += 1
+        return found
+
+    def _dropped(self, stream: str, stamp_ns: int, item: Any, reason: str) -> None:
+        if self._on_drop is not None:
+            self._on_drop(stream, stamp_ns, item, reason)
 
     def push(self, stream: str, stamp_ns: int, item: Any) -> list[SyncedSet]:
         """Add one message; returns the sets this completed (usually 0 or 1)."""
@@ -139,11 +181,13 @@ class StampSynchronizer:
             else:
                 st.stats.out_of_order += 1
                 _LOG.debug("sync: stream %r: dropped out-of-order stamp %d", stream, stamp_ns)
+                self._dropped(stream, stamp_ns, item, "out_of_order")
                 return []
         st.last_ns = stamp_ns
         if len(st.queue) >= self._size:
-            st.queue.popleft()
+            old_ns, old = st.queue.popleft()
             st.stats.overflow += 1
+            self._dropped(stream, old_ns, old, "overflow")
         st.queue.append((stamp_ns, item))
         return self._drain()
 
@@ -162,8 +206,9 @@ class StampSynchronizer:
                 s = self._streams[name]
                 q = s.queue
                 while q and q[0][0] < t - tol:  # too old for this and any later reference
-                    q.popleft()
+                    old_ns, old = q.popleft()
                     s.stats.unmatched += 1
+                    self._dropped(name, old_ns, old, "unmatched")
                 if not q or q[-1][0] < t:
                     # a closer message may still come, unless one is exact
                     if q and q[-1][0] == t:
@@ -183,8 +228,9 @@ class StampSynchronizer:
                 else:
                     chosen[name] = best
             if unmatchable:
-                ref.queue.popleft()
+                old_ns, old = ref.queue.popleft()
                 ref.stats.unmatched += 1
+                self._dropped(self._ref, old_ns, old, "unmatched")
                 continue
             if waiting:
                 break
@@ -195,8 +241,9 @@ class StampSynchronizer:
             for name, j in chosen.items():
                 s = self._streams[name]
                 for _ in range(j):
-                    s.queue.popleft()
+                    old_ns, old = s.queue.popleft()
                     s.stats.unmatched += 1
+                    self._dropped(name, old_ns, old, "unmatched")
                 ts, it = s.queue.popleft()
                 s.stats.matched += 1
                 items[name] = it
