@@ -238,8 +238,8 @@ def test_bad_input_is_counted_and_other_cameras_keep_working(ros_context, execut
         zero.height = 0
         return [wrong_enc, step, trunc, zero]
 
-    cam = node.pipeline.cameras
-    slots = node.pipeline.slots
+    errors_of = node.pipeline.stage.errors
+    slots = node.pipeline.stage.slots
     # One bad message at a time, each followed by a good frame on another camera.
     for i, bad in enumerate(bad_variants()):
         pub_bad.publish(bad)
@@ -247,7 +247,7 @@ def test_bad_input_is_counted_and_other_cameras_keep_working(ros_context, execut
         pub_good.publish(_image_msg(img, 10_000_000_000 + i))
         assert spin_until(executor, lambda i=i: len(good_out) >= i + 1)
     pub_jpeg.publish(CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0" + bytes(300)))
-    assert spin_until(executor, lambda: cam["jpeg"].errors.get("corrupt", 0) == 1)
+    assert spin_until(executor, lambda: errors_of["jpeg"].get("corrupt", 0) == 1)
     # Stamps going backwards (simulator reset): counted, frame still processed.
     pub_good.publish(good)
     pub_good.publish(_image_msg(img, 5_000_000_000))
@@ -256,7 +256,7 @@ def test_bad_input_is_counted_and_other_cameras_keep_working(ros_context, execut
         executor, lambda: any(stamp_to_ns(m.header.stamp) == 5_000_000_000 for m in good_out)
     )
 
-    errors = cam["bad"].errors
+    errors = errors_of["bad"]
     assert {k: errors[k] for k in ("encoding", "step", "truncated", "size")} == {
         "encoding": 1,
         "step": 1,
@@ -275,7 +275,7 @@ def test_bad_input_is_counted_and_other_cameras_keep_working(ros_context, execut
     values = {kv.key: kv.value for kv in status.values}
     assert values["rejected"] == "4" and values["error.encoding"] == "1"
     assert status.level == status.WARN
-    assert node.pipeline.pipeline_errors == 0
+    assert node.pipeline.stage.batch_errors == 0
     node.destroy_node()
     probe.destroy_node()
 
@@ -299,16 +299,16 @@ def test_parameters_validated_at_start_and_at_run_time(ros_context, executor):
     assert not res.successful  # read-only at run time
     res = node.set_parameters([Parameter("score_threshold", value=0.6)])[0]
     assert res.successful
-    assert node.pipeline.detector.conf == pytest.approx(0.6)
+    assert node.pipeline.stage.detector.conf == pytest.approx(0.6)
     node.destroy_node()
 
 
 def test_lifecycle_configure_activate_deactivate_cleanup(ros_context, executor):
     node = _make_node(ros_context, {"cam": {}}, lifecycle=True)
     executor.add_node(node)
-    assert node.pipeline.detector is None  # nothing loaded before configure
+    assert node.pipeline.stage is None  # nothing loaded before configure
     node.trigger_configure()
-    assert node.pipeline.detector is not None
+    assert node.pipeline.stage is not None
     assert node.count_subscribers("/cam/image") == 0
     node.trigger_activate()
     assert node.pipeline.cameras["cam"].sub is not None
@@ -326,7 +326,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(ros_context, executor):
     node.trigger_deactivate()
     assert node.pipeline.cameras["cam"].sub is None
     node.trigger_cleanup()
-    assert node.pipeline.detector is None and node.pipeline.engine is None
+    assert node.pipeline.stage is None
     node.destroy_node()
     probe.destroy_node()
 
@@ -378,7 +378,7 @@ def test_label_info_latched_overlay_on_demand_latency_and_qos_mismatch(ros_conte
     probe.create_subscription(LabelInfo, "/detector_under_test/label_info", labels.append, latched)
     assert spin_until(executor, lambda: len(labels) == 1)
     names = [c.class_name for c in labels[0].class_map]
-    assert names == list(node.pipeline.detector.class_names) and len(names) > 0
+    assert names == list(node.pipeline.stage.detector.class_names) and len(names) > 0
 
     pub = probe.create_publisher(Image, "/cam/image", RELIABLE)
     latency: list[Float64MultiArray] = []
@@ -415,7 +415,7 @@ def test_label_info_latched_overlay_on_demand_latency_and_qos_mismatch(ros_conte
     # A best-effort camera publisher cannot feed a reliable subscription: counted with a fix.
     best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
     probe.create_publisher(Image, "/strict/image", best_effort)
-    cam = node.pipeline.cameras["strict"]
-    assert spin_until(executor, lambda: cam.errors.get("incompatible_qos", 0) >= 1)
+    errors = node.pipeline.stage.errors["strict"]
+    assert spin_until(executor, lambda: errors.get("incompatible_qos", 0) >= 1)
     node.destroy_node()
     probe.destroy_node()

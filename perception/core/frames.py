@@ -12,9 +12,25 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["CameraCounters", "Frame", "LatestFrameSlots"]
+__all__ = ["CameraCounters", "Frame", "LatestFrameSlots", "SlotItem"]
+
+
+class SlotItem(Protocol):
+    """What a slot holds: anything with a camera, a stamp and a receive time."""
+
+    @property
+    def camera(self) -> str: ...
+
+    @property
+    def stamp_ns(self) -> int: ...
+
+    @property
+    def receive_ns(self) -> int: ...
+
+
+T = TypeVar("T", bound=SlotItem)
 
 
 @dataclass(frozen=True)
@@ -49,13 +65,13 @@ class CameraCounters:
         return dict(self.__dict__)
 
 
-class LatestFrameSlots:
-    """Thread-safe single-slot buffer per camera."""
+class LatestFrameSlots(Generic[T]):
+    """Thread-safe single-slot buffer per camera (of `Frame`s or any `SlotItem`)."""
 
     def __init__(self, cameras: Iterable[str]) -> None:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        self._slots: dict[str, Frame | None] = {c: None for c in cameras}
+        self._slots: dict[str, T | None] = {c: None for c in cameras}
         self._last_stamp: dict[str, int] = {}
         self.counters: dict[str, CameraCounters] = {c: CameraCounters() for c in self._slots}
 
@@ -63,7 +79,7 @@ class LatestFrameSlots:
     def cameras(self) -> list[str]:
         return list(self._slots)
 
-    def put(self, frame: Frame) -> bool:
+    def put(self, frame: T) -> bool:
         """Store `frame` as its camera's newest; returns True if the stamp went
         backwards (the caller should reset per-camera state such as trackers)."""
         with self._lock:
@@ -96,7 +112,7 @@ class LatestFrameSlots:
                 lambda: any(f is not None for f in self._slots.values()), timeout=timeout_s
             )
 
-    def take_fresh(self, now_ns: int, max_age_ns: int | None) -> list[Frame]:
+    def take_fresh(self, now_ns: int, max_age_ns: int | None) -> list[T]:
         """Empty every slot; return the frames not older than `max_age_ns`.
 
         Age is measured on the receive clock (`now_ns - receive_ns`), which is
@@ -104,7 +120,7 @@ class LatestFrameSlots:
         output headers.
         """
         with self._lock:
-            out = []
+            out: list[T] = []
             for cam, frame in self._slots.items():
                 if frame is None:
                     continue

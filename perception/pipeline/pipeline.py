@@ -1,0 +1,146 @@
+"""The whole per-frame pipeline: detection + 2D tracking + per-camera fusion,
+3D tracking and prediction, with no ROS.
+
+    pipeline = Pipeline(DetectionStage(detector, ["front"], tracker=TrackerConfig()),
+                        {"front": FusionStage(FusionSettings(tracker3d=Tracker3DConfig()))})
+    for frame in frames:                      # CameraFrame, in stamp order
+        pipeline.submit(frame)
+        for result in pipeline.step():        # CameraResult per processed camera
+            ...
+
+The live nodes are drivers of its stages (the detector node of
+`DetectionStage`, the fusion node of `FusionStage`), replay and the CLIs of
+the whole; given the same frames in the same batches all give the same
+detections, track ids and 3D objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from perception.core.detector import Detector
+from perception.pipeline.detection import DetectionStage
+from perception.pipeline.fusion import FusionStage
+from perception.pipeline.types import CameraFrame, CameraResult
+
+__all__ = ["Pipeline", "build_detector"]
+
+
+def build_detector(
+    model: Any,
+    *,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    on_progress: Callable[[Any], None] | None = None,
+) -> Detector:
+    """The one place an engine and its `Detector` are made from parameters.
+
+    `model` is the `model.*` group of the detector spec (`DetectorParams().model`
+    or anything with the same attributes); the thresholds are the spec's
+    top-level ones. Used by the detector node, the CLIs, replay and the
+    benchmarks, so they all get the same defaults.
+    """
+    from perception.core.engines.config import EngineConfig
+    from perception.core.engines.factory import create_engine
+
+    if not model.path:
+        raise ValueError("model.path: expected a model file, got ''")
+    config = EngineConfig.from_mapping(
+        {
+            "model_path": model.path,
+            "runtime": model.runtime,
+            "device": model.device,
+            "precision": model.precision,
+            "cache_dir": model.cache_dir,
+            "fallback": model.fallback_runtime,
+            "fallback_model_path": model.fallback_model_path,
+            "build_input_shape": list(model.build_input_shape),
+            "threads": model.threads,
+            "graph_rewrites": model.graph_rewrites,
+        }
+    )
+    engine = create_engine(config, on_progress=on_progress)
+    try:
+        return Detector(
+            engine,
+            family=model.family,
+            conf=float(score_threshold),
+            iou=float(iou_threshold),
+            max_det=int(max_detections),
+            labels_file=model.labels_file or None,
+            pixel_input=model.pixel_input,
+        )
+    except BaseException:
+        engine.close()
+        raise
+
+
+class Pipeline:
+    """Detection stage plus an optional fusion stage per camera."""
+
+    def __init__(
+        self, detection: DetectionStage, fusion: Mapping[str, FusionStage] | None = None
+    ) -> None:
+        self.detection = detection
+        self.fusion: dict[str, FusionStage] = dict(fusion or {})
+        unknown = set(self.fusion) - set(detection.cameras)
+        if unknown:
+            raise ValueError(
+                f"fusion: cameras {sorted(unknown)} are not among {detection.cameras}"
+            )
+
+    @property
+    def cameras(self) -> list[str]:
+        return self.detection.cameras
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.detection.detector.class_names
+
+    def submit(self, frame: CameraFrame) -> None:
+        """Store `frame` as its camera's newest (see `DetectionStage.submit`)."""
+        self.detection.submit(frame)
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.detection.wait(timeout_s)
+
+    def step(self, now_ns: int | None = None) -> list[CameraResult]:
+        """Process the newest frame of every camera as one batch (engine errors
+        are counted, not raised)."""
+        return self._fuse(self.detection.step(now_ns))
+
+    def process(self, frames: Iterable[CameraFrame]) -> list[CameraResult]:
+        """Submit `frames` (at most one per camera) and process them as one
+        batch; engine errors raise. Replay and tests call this."""
+        for f in frames:
+            self.detection.submit(f)
+        return self._fuse(self.detection.process(self.detection.take(None)))
+
+    def _fuse(self, results: list[CameraResult]) -> list[CameraResult]:
+        for r in results:
+            stage = self.fusion.get(r.camera)
+            f = r.frame
+            if stage is None or (f.depth is None and f.cloud is None):
+                continue
+            if f.camera_model is not None and f.camera_model is not stage.camera:
+                stage.set_camera(f.camera_model)
+            det = r.tracks if r.tracks is not None else r.detections
+            out = stage.process(det, f.depth, f.cloud, f.predict_to_ns)
+            if out is not None:
+                r.objects = out.objects
+                r.predicted = out.predicted
+        return results
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per camera: the detection counters and `fusion.<kind>` refusals."""
+        out = self.detection.counters()
+        for cam, stage in self.fusion.items():
+            out[cam]["fusion.processed"] = stage.processed
+            out[cam].update({f"fusion.error.{k}": v for k, v in sorted(stage.errors.items())})
+        return out
+
+    def close(self) -> None:
+        """Release the engine."""
+        self.detection.detector.engine.close()
