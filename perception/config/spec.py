@@ -81,7 +81,7 @@ def _load(name: str) -> dict[str, dict[str, ParamSpec]]:
                 default=p["default"],
                 description=p.get("description", ""),
                 choices=tuple(p["choices"]) if "choices" in p else None,
-                range=(float(p["range"][0]), float(p["range"][1])) if "range" in p else None,
+                range=(p["range"][0], p["range"][1]) if "range" in p else None,
                 dynamic=bool(p.get("dynamic", False)),
             )
             reason = validate(f"{path.name}: {section}.{pname}", out[section][pname], p["default"])

@@ -1,22 +1,20 @@
-"""Parameters declared from one YAML spec: types, defaults, ranges, choices.
+"""ROS parameters declared from the spec: typed descriptors, one validator.
 
-The spec (perception/ros/specs/*.params.yaml) is the single source of
-defaults: nodes declare every parameter from it with a typed descriptor, the
-config files in config/ only override values, and the same validator runs at
-start-up and in the on-set callback, so a bad value is refused with the same
-reason either way.
+The spec (perception/ros/specs/*.params.yaml, read by perception.config) is the
+single source of defaults: nodes declare every parameter from it with a typed
+descriptor (`declare_params(node, DetectorParams)` returns the typed object),
+the config files in config/ only override values, and the same validator runs
+at start-up and in the on-set callback, so a bad value is refused with the same
+reason either way. ParamSpec, ParameterError, load_spec and validate live in
+perception.config.spec (no ROS) and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
-import yaml
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -32,16 +30,35 @@ from rclpy.exceptions import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from perception.config.base import SpecParams
+from perception.config.spec import (
+    SPEC_DIR,
+    ParameterError,
+    ParamSpec,
+    load_spec,
+    resolve,
+    section_specs,
+    validate,
+)
+
 __all__ = [
+    "SPEC_DIR",
     "ParamSpec",
     "ParameterError",
     "declare_from_spec",
+    "declare_params",
+    "descriptor",
     "load_spec",
+    "on_set_validator",
+    "param_changes",
+    "resolve",
+    "specs_of",
+    "tracker_param_specs",
     "transform_param",
     "validate",
 ]
 
-SPEC_DIR = Path(__file__).resolve().parent / "specs"
+_P = TypeVar("_P", bound=SpecParams)
 
 _TYPES = {
     "bool": (ParameterType.PARAMETER_BOOL, Parameter.Type.BOOL),
@@ -54,87 +71,33 @@ _TYPES = {
 }
 
 
-class ParameterError(ValueError):
-    """A parameter value is invalid; the message names it, what is allowed and the value."""
+def descriptor(spec: ParamSpec, full_name: str) -> ParameterDescriptor:
+    """The typed ROS descriptor of `spec` (range, choices, read-only unless dynamic)."""
+    d = ParameterDescriptor(
+        name=full_name,
+        type=_TYPES[spec.type][0],
+        description=spec.description,
+        read_only=not spec.dynamic,
+    )
+    if spec.choices is not None:
+        d.additional_constraints = "one of: " + ", ".join(repr(c) for c in spec.choices)
+    if spec.range is not None and spec.type == "int":
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]))]
+    elif spec.range is not None and spec.type == "double":
+        d.floating_point_range = [
+            FloatingPointRange(from_value=float(spec.range[0]), to_value=float(spec.range[1]))
+        ]
+    return d
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    type: str
-    default: Any
-    description: str = ""
-    choices: tuple[Any, ...] | None = None
-    range: tuple[float, float] | None = None
-    dynamic: bool = False
-
-    def descriptor(self, full_name: str) -> ParameterDescriptor:
-        d = ParameterDescriptor(
-            name=full_name,
-            type=_TYPES[self.type][0],
-            description=self.description,
-            read_only=not self.dynamic,
-        )
-        if self.choices is not None:
-            d.additional_constraints = "one of: " + ", ".join(repr(c) for c in self.choices)
-        if self.range is not None and self.type == "int":
-            d.integer_range = [
-                IntegerRange(from_value=int(self.range[0]), to_value=int(self.range[1]))
-            ]
-        elif self.range is not None and self.type == "double":
-            d.floating_point_range = [
-                FloatingPointRange(from_value=float(self.range[0]), to_value=float(self.range[1]))
-            ]
-        return d
+def specs_of(cls: type[SpecParams]) -> dict[str, ParamSpec]:
+    """The specs behind a generated parameter class, names relative to it."""
+    return cls.specs()
 
 
-@cache
-def load_spec(name: str) -> dict[str, dict[str, ParamSpec]]:
-    """Load specs/<name>.params.yaml as {section: {param: ParamSpec}}."""
-    path = SPEC_DIR / f"{name}.params.yaml"
-    raw = yaml.safe_load(path.read_text())
-    out: dict[str, dict[str, ParamSpec]] = {}
-    for section, params in raw.items():
-        out[section] = {}
-        for pname, p in params.items():
-            if p["type"] not in _TYPES:
-                raise ValueError(f"{path}: {pname}: unknown type {p['type']!r}")
-            out[section][pname] = ParamSpec(
-                name=pname,
-                type=p["type"],
-                default=p["default"],
-                description=p.get("description", ""),
-                choices=tuple(p["choices"]) if "choices" in p else None,
-                range=tuple(p["range"]) if "range" in p else None,
-                dynamic=bool(p.get("dynamic", False)),
-            )
-    return out
-
-
-def validate(full_name: str, spec: ParamSpec, value: Any) -> str | None:
-    """Reason why `value` is not acceptable for `spec`, or None."""
-    if spec.type == "double" and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    ok_type = {
-        "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "double": lambda v: isinstance(v, float),
-        "string": lambda v: isinstance(v, str),
-        "string_array": lambda v: (
-            isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
-        ),
-        "double_array": lambda v: isinstance(v, (list, tuple)),
-        "int_array": lambda v: isinstance(v, (list, tuple)),
-    }[spec.type]
-    if not ok_type(value):
-        return f"{full_name}: expected {spec.type}, got {type(value).__name__} {value!r}"
-    if spec.choices is not None and value not in spec.choices:
-        return f"{full_name}: expected one of {list(spec.choices)}, got {value!r}"
-    if spec.range is not None and not (spec.range[0] <= value <= spec.range[1]):
-        return f"{full_name}: expected a value in [{spec.range[0]}, {spec.range[1]}], got {value!r}"
-    if spec.type == "double" and value != value:  # NaN
-        return f"{full_name}: expected a number, got NaN"
-    return None
+def tracker_param_specs() -> dict[str, ParamSpec]:
+    """The `tracker` section of tracker.params.yaml (2D tracker, names without `tracker.`)."""
+    return section_specs("tracker", "tracker")
 
 
 def declare_from_spec(
@@ -152,9 +115,9 @@ def declare_from_spec(
         try:
             if isinstance(default, list) and not default:
                 # An empty list carries no type: declare by type, read back as [].
-                param = node.declare_parameter(full, _TYPES[spec.type][1], spec.descriptor(full))
+                param = node.declare_parameter(full, _TYPES[spec.type][1], descriptor(spec, full))
             else:
-                param = node.declare_parameter(full, default, spec.descriptor(full))
+                param = node.declare_parameter(full, default, descriptor(spec, full))
         except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
             # rclpy checks the descriptor's range/type itself; keep our wording.
             allowed = (
@@ -183,7 +146,27 @@ def declare_from_spec(
     return values
 
 
-def on_set_validator(specs: Mapping[str, ParamSpec]):
+def declare_params(node: Node, cls: type[_P], prefix: str = "") -> _P:
+    """Declare every parameter of the generated class `cls` under `prefix`; return them typed.
+
+    Raises ParameterError listing every invalid value at once.
+    """
+    return cls.from_flat(declare_from_spec(node, specs_of(cls), prefix), prefix)
+
+
+def param_changes(params: Iterable[Parameter], prefix: str = "") -> dict[str, Any]:
+    """{name relative to prefix: value} of the parameters under `prefix` (for `with_flat`)."""
+    return {p.name[len(prefix) :]: _plain(p.value) for p in params if p.name.startswith(prefix)}
+
+
+def _plain(value: Any) -> Any:
+    """rclpy may hand arrays as array.array; the spec side wants lists."""
+    return value if isinstance(value, (bool, int, float, str, list)) else list(value)
+
+
+def on_set_validator(
+    specs: Mapping[str, ParamSpec],
+) -> Callable[[list[Parameter]], SetParametersResult]:
     """An on-set-parameters callback refusing values that break `specs` (full names)."""
 
     def callback(params: list[Parameter]) -> SetParametersResult:

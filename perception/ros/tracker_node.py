@@ -10,10 +10,11 @@ checked per camera (duplicates and out-of-order messages are dropped and not
 republished; a clock going back, as when a simulator restarts, resets that
 camera's tracks with a warning).
 
-Tracker parameters are `tracker.<name>` for every field of `TrackerConfig`
-(its defaults are the single source), declared with typed descriptors and
-changeable at run time; a value the tracker would refuse is rejected by the
-on-set callback with the reason.
+All parameters come from specs/tracker.params.yaml: the node's own
+(section `tracker_node`, read-only) and `tracker.<name>` for every field of
+`TrackerConfig` (section `tracker`, changeable at run time). A value the spec
+or the tracker would refuse (e.g. low_score above high_score) is rejected by
+the on-set callback with the reason.
 
     ros2 run perception tracker_node --ros-args \
         -p input_topics:="[/cam0/detections, /cam1/detections]" -p tracker.high_score:=0.6
@@ -21,61 +22,53 @@ on-set callback with the reason.
 
 from __future__ import annotations
 
-import re
 import sys
-from dataclasses import fields
 from functools import partial
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Detection2DArray
 
-from perception.core.tracking import MultiCameraTracker, TrackerConfig, TrackerConfigError
-from perception.core.tracking.config import UNIT_INTERVAL_FIELDS
+from perception.config import TrackerNodeParams, TrackerParams
+from perception.core.tracking import MultiCameraTracker, TrackerConfig
 from perception.ros.conversions import detections_to_msg, msg_to_detections
-from perception.ros.params import ParameterError, ParamSpec, declare_from_spec, validate
+from perception.ros.params import (
+    ParameterError,
+    declare_params,
+    on_set_validator,
+    param_changes,
+    specs_of,
+    tracker_param_specs,
+)
 from perception.ros.runner import run_node
 
+# tracker_param_specs: re-exported for callers that still import it from here;
+# new code imports it (or TrackerParams) from perception.ros.params / perception.config.
 __all__ = ["TrackerNode", "main", "tracker_param_specs"]
 
 PREFIX = "tracker."
-_ROS_TYPE = {"float": "double", "int": "int", "bool": "bool", "Solver": "string"}
 
 
-def _field_docs() -> dict[str, str]:
-    """Attribute descriptions from the TrackerConfig docstring (one source)."""
-    doc = TrackerConfig.__doc__ or ""
-    out: dict[str, str] = {}
-    name = None
-    for line in doc.split("Attributes:", 1)[-1].splitlines():
-        m = re.match(r"^\s{8}(\w+): (.*)$", line)
-        if m:
-            name = m.group(1)
-            out[name] = m.group(2).strip()
-        elif name and line.startswith(" " * 12):
-            out[name] += " " + line.strip()
-    return out
-
-
-def tracker_param_specs() -> dict[str, ParamSpec]:
-    """One dynamic ROS parameter per TrackerConfig field, default from the dataclass."""
-    defaults = TrackerConfig()
-    docs = _field_docs()
-    specs = {}
-    for f in fields(TrackerConfig):
-        specs[f.name] = ParamSpec(
-            name=f.name,
-            type=_ROS_TYPE[str(f.type)],
-            default=getattr(defaults, f.name),
-            description=docs.get(f.name, ""),
-            choices=("lap", "scipy") if f.name == "solver" else None,
-            range=(0.0, 1.0) if f.name in UNIT_INTERVAL_FIELDS else None,
-            dynamic=True,
+def _topics(p: TrackerNodeParams) -> tuple[list[str], list[str]]:
+    """Input and output topics, checked together (empty strings ignored)."""
+    inputs = [t for t in p.input_topics if t]
+    outputs = [t for t in p.output_topics if t]
+    if not inputs:
+        raise ParameterError("input_topics: expected at least one topic, got none")
+    if len(set(inputs)) != len(inputs):
+        raise ParameterError(f"input_topics: expected distinct topics, got {inputs}")
+    if not outputs:
+        outputs = [t.rstrip("/") + "/tracks" for t in inputs]
+    if len(outputs) != len(inputs):
+        raise ParameterError(
+            f"output_topics: expected {len(inputs)} topics (one per input), got {outputs}"
         )
-    return specs
+    if set(outputs) & set(inputs):
+        raise ParameterError(f"output_topics: expected none of the inputs, got {outputs}")
+    return inputs, outputs
 
 
 class TrackerNode(Node):
@@ -83,16 +76,22 @@ class TrackerNode(Node):
 
     def __init__(self, node_name: str = "tracker", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._declare_static()
-        self._specs = {PREFIX + k: v for k, v in tracker_param_specs().items()}
         try:
-            values = declare_from_spec(self, tracker_param_specs(), PREFIX)
-            config = TrackerConfig(**values)
-        except (ParameterError, TrackerConfigError) as exc:
+            p = declare_params(self, TrackerNodeParams)
+            self.input_topics, self.output_topics = _topics(p)
+            self.tracker_params = declare_params(self, TrackerParams, PREFIX)
+        except ParameterError as exc:
             raise ParameterError(f"tracker_node: {exc}") from exc
-        self._config = config
-        self.trackers = [MultiCameraTracker(config) for _ in self.input_topics]
+        self.params = p
+        self.class_names: list[str] = [n for n in p.class_names if n]
+        self.class_format: str = p.class_format
+        self.qos_depth: int = p.qos_depth
+        self._config = self.tracker_params.to_config()
+        self.trackers = [MultiCameraTracker(self._config) for _ in self.input_topics]
         self.published = [0] * len(self.input_topics)
+        self._check_spec = on_set_validator(
+            {PREFIX + k: v for k, v in specs_of(TrackerParams).items()}
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         qos = QoSProfile(depth=self.qos_depth, reliability=ReliabilityPolicy.RELIABLE)
         self._pubs = [
@@ -103,89 +102,28 @@ class TrackerNode(Node):
             for i, topic in enumerate(self.input_topics)
         ]
         self.get_logger().info(
-            f"tracking {self.input_topics} -> {self.output_topics} with {config.as_dict()}"
+            f"tracking {self.input_topics} -> {self.output_topics} with {self._config.as_dict()}"
         )
 
     # ------------------------------------------------------------ parameters
-    def _declare_static(self) -> None:
-        def ro(desc: str, ptype: int) -> ParameterDescriptor:
-            return ParameterDescriptor(description=desc, type=ptype, read_only=True)
-
-        arr = ParameterType.PARAMETER_STRING_ARRAY
-        self.declare_parameter(
-            "input_topics",
-            ["detections"],
-            ro("Detection2DArray topics to track (one tracker set each).", arr),
-        )
-        self.declare_parameter(
-            "output_topics", [""], ro("Tracks topic per input; [''] = '<input>/tracks'.", arr)
-        )
-        self.declare_parameter(
-            "class_names", [""], ro("Class names, index = class id; [''] = numeric ids.", arr)
-        )
-        self.declare_parameter(
-            "class_format",
-            "name",
-            ro("Class written as 'name' or numeric 'id'.", ParameterType.PARAMETER_STRING),
-        )
-        self.declare_parameter(
-            "qos_depth",
-            10,
-            ro(
-                "Queue depth of subscriptions and publishers (>= 1).",
-                ParameterType.PARAMETER_INTEGER,
-            ),
-        )
-        inputs = [t for t in self.get_parameter("input_topics").value if t]
-        outputs = [t for t in self.get_parameter("output_topics").value if t]
-        if not inputs:
-            raise ParameterError("input_topics: expected at least one topic, got none")
-        if len(set(inputs)) != len(inputs):
-            raise ParameterError(f"input_topics: expected distinct topics, got {inputs}")
-        if not outputs:
-            outputs = [t.rstrip("/") + "/tracks" for t in inputs]
-        if len(outputs) != len(inputs):
-            raise ParameterError(
-                f"output_topics: expected {len(inputs)} topics (one per input), got {outputs}"
-            )
-        if set(outputs) & set(inputs):
-            raise ParameterError(f"output_topics: expected none of the inputs, got {outputs}")
-        fmt = self.get_parameter("class_format").value
-        if fmt not in ("name", "id"):
-            raise ParameterError(f"class_format: expected 'name' or 'id', got {fmt!r}")
-        depth = self.get_parameter("qos_depth").value
-        if depth < 1:
-            raise ParameterError(f"qos_depth: expected >= 1, got {depth}")
-        self.input_topics: list[str] = inputs
-        self.output_topics: list[str] = outputs
-        self.class_names: list[str] = [n for n in self.get_parameter("class_names").value if n]
-        self.class_format: str = fmt
-        self.qos_depth: int = int(depth)
-
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Validate tracker.* changes one by one, then together as a config;
-        apply them only if all pass."""
-        changes: dict[str, Any] = {}
-        for p in params:
-            spec = self._specs.get(p.name)
-            if spec is None:
-                continue
-            value = p.value
-            reason = validate(p.name, spec, value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-            if spec.type == "double":
-                value = float(value)
-            changes[spec.name] = value
-        if not changes:
-            return SetParametersResult(successful=True)
+        """Check tracker.* changes against the spec one by one, then together with the
+        tracker's own rules; apply them only if all pass."""
+        result = self._check_spec(params)
+        changes = param_changes(params, PREFIX)
+        if not result.successful or not changes:
+            return result
         try:
-            config = self._config.replace(**changes)
-        except TrackerConfigError as exc:
-            return SetParametersResult(successful=False, reason=f"tracker.{exc}")
-        self._config = config
+            new = self.tracker_params.with_flat(changes, PREFIX)
+        except ParameterError as exc:
+            reason = str(exc)
+            return SetParametersResult(
+                successful=False, reason=reason if reason.startswith(PREFIX) else PREFIX + reason
+            )
+        self.tracker_params = new
+        self._config = new.to_config()
         for t in self.trackers:
-            t.set_config(config)
+            t.set_config(self._config)
         self.get_logger().info(f"tracker parameters changed: {changes}")
         return SetParametersResult(successful=True)
 
