@@ -24,7 +24,7 @@ UNIT_INTERVAL_FIELDS = (
     "match_iou_tentative",
     "recovery_iou",
 )
-"""Scores and IoUs: fields that must lie in [0, 1] (also the ROS parameter ranges)."""
+"""Scores and IoUs: fields that must lie in [0, 1] (the spec's ranges, checked by a test)."""
 
 
 class TrackerConfigError(ValueError):
@@ -37,6 +37,9 @@ class TrackerConfig:
 
     Defaults follow ByteTrack/OC-SORT, converted to seconds; the Kalman noise
     and `output_lost_s` were tuned on TUD-Campus and TUD-Stadtmitte (25 Hz).
+    The `tracker` section of perception/ros/specs/tracker.params.yaml mirrors
+    these fields (test/test_config.py keeps names and defaults equal); nodes
+    and CLIs build this through perception.config.TrackerParams.to_config().
 
     Attributes:
         high_score: detections at or above this score enter the first association.

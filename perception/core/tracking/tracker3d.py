@@ -52,6 +52,9 @@ class Tracker3DConfigError(ValueError):
 class Tracker3DConfig:
     """Parameters of `Tracker3D` (metres, seconds).
 
+    Mirrored by the `tracker3d` section of perception/ros/specs/tracker.params.yaml
+    (perception.config.Tracker3DParams; test/test_config.py keeps them equal).
+
     Attributes:
         max_distance_m: largest centre distance of a match.
         id_gate_m: largest distance of a match by carried 2D track id.
