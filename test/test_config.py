@@ -104,7 +104,7 @@ def test_values_checked_together_with_hints() -> None:
     assert "det.model.runtime: expected one of" in msg
     with pytest.raises(ParameterError, match="max_detections: expected int"):
         DetectorParams(max_detections=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ParameterError, match="max_age_ms.*got nan"):
+    with pytest.raises(ParameterError, match=r"max_age_ms.*got nan"):
         DetectorParams(max_age_ms=float("nan"))
 
 
