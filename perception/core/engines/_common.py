@@ -1,11 +1,10 @@
 """Helpers shared by the engines: batch validation, fixed-batch chunking,
-one-line error text and device names. Private to the engines package."""
+one-line error text and the CPU name. Private to the engines package."""
 
 from __future__ import annotations
 
 import logging
 import platform
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import numpy as np
 from perception.core.errors import EngineError, InputImageError
 
 _log = logging.getLogger(__name__)
-
-_DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 
 _ONNX_TYPES = {
     "tensor(float)": np.float32,
@@ -27,14 +24,6 @@ _ONNX_TYPES = {
     "tensor(int64)": np.int64,
     "tensor(bool)": np.bool_,
 }
-
-
-def parse_device(device: str) -> tuple[str, int]:
-    """'cpu' -> ('cpu', 0); 'cuda' -> ('cuda', 0); 'cuda:1' -> ('cuda', 1)."""
-    m = _DEVICE_RE.match(str(device).strip().lower())
-    if not m:
-        raise EngineError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return m.group(1), int(m.group(2) or 0)
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

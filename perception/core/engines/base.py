@@ -3,6 +3,9 @@
 An engine maps a preprocessed NCHW float batch to the model's raw output
 arrays. Everything model-family specific (letterbox, decoding, NMS) lives
 outside, so one detector pipeline runs on ONNX Runtime, TensorRT or PyTorch.
+What nodes and pipelines ask of any engine (build status, swaps, a
+diagnostics summary) is part of this interface with defaults, so callers
+never probe concrete engine classes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from perception.core.engines.pixel_input import PixelInput
 from perception.core.errors import EngineError
 
-__all__ = ["Engine", "EngineInfo"]
+__all__ = ["BuildStatus", "Engine", "EngineInfo"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,38 @@ class EngineInfo:
         return self.input_shape[2] < 0 or self.input_shape[3] < 0
 
 
+@dataclass(frozen=True)
+class BuildStatus:
+    """What a node can poll or log: stage, progress and who serves `infer`.
+
+    stage: 'loading_cache', 'building', 'loading', 'ready', 'failed', 'closed'.
+    serving: 'cache' (artifact loaded from disk), 'build' (freshly built),
+    'fallback', or 'none'.
+    """
+
+    stage: str
+    fraction: float
+    message: str
+    serving: str
+    error: str | None = None
+    artifact: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.stage in ("ready", "failed", "closed")
+
+    def describe(self) -> dict[str, str]:
+        """The `build.*` diagnostics values (fraction with two decimals)."""
+        return {
+            "build.stage": self.stage,
+            "build.fraction": f"{self.fraction:.2f}",
+            "build.serving": self.serving,
+            "build.message": self.message,
+            "build.error": self.error or "",
+        }
+
+
 class Engine(ABC):
     """Runs a batch through a model.
 
@@ -64,12 +99,47 @@ class Engine(ABC):
     fixed batch size pads internally and slices the results back.
     """
 
+    generation: int = 0
+    """Increments whenever another engine starts serving behind this one
+    (CachedEngine swaps); a pipeline re-reads `info` when it changes. A plain
+    attribute, so an engine that swaps just assigns it."""
+
     @property
     @abstractmethod
     def info(self) -> EngineInfo: ...
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+    # ------------------------------------------------------- what nodes ask
+    @property
+    def build_status(self) -> BuildStatus | None:
+        """Progress of a background engine build (CachedEngine), or None when
+        this engine builds nothing."""
+        return None
+
+    @property
+    def graph_rewrites(self) -> int:
+        """How many places of the model graph run rewritten (0: as given)."""
+        return 0
+
+    def describe(self) -> dict[str, str]:
+        """One flat string summary for diagnostics and logs: `engine` (the
+        model name), `runtime`, `device`, `precision`; the `build.*` keys of
+        `build_status` while one exists; `graph_rewrites` when non-zero."""
+        info = self.info
+        out = {
+            "engine": info.name,
+            "runtime": info.runtime,
+            "device": info.device,
+            "precision": info.precision,
+        }
+        status = self.build_status
+        if status is not None:
+            out.update(status.describe())
+        if rewrites := self.graph_rewrites:
+            out["graph_rewrites"] = str(rewrites)
+        return out
 
     # ------------------------------------------------------------ pixel input
     @property

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from perception.core.engines._common import one_line
-from perception.core.engines.base import Engine, EngineInfo
+from perception.core.engines.base import BuildStatus, Engine, EngineInfo
 from perception.core.engines.pixel_input import PixelInput
 from perception.core.errors import EngineBuildError, EngineError, ModelFileError
 
@@ -279,28 +279,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class BuildStatus:
-    """What a node can poll or log: stage, progress and who serves `infer`.
-
-    stage: 'loading_cache', 'building', 'loading', 'ready', 'failed', 'closed'.
-    serving: 'cache' (artifact loaded from disk), 'build' (freshly built),
-    'fallback', or 'none'.
-    """
-
-    stage: str
-    fraction: float
-    message: str
-    serving: str
-    error: str | None = None
-    artifact: str | None = None
-    elapsed_s: float = 0.0
-
-    @property
-    def done(self) -> bool:
-        return self.stage in ("ready", "failed", "closed")
-
-
 StatusFn = Callable[[BuildStatus], None]
 
 
@@ -354,7 +332,7 @@ class CachedEngine(Engine):
         self._done = threading.Event()
         self._cancel = threading.Event()
         self._slot: _Slot | None = None
-        self._generation = 0
+        self.generation = 0  # Engine.generation: +1 on every swap (_install)
         self._closed = False
         self._thread: threading.Thread | None = None
         self._t0 = time.monotonic()
@@ -404,7 +382,13 @@ class CachedEngine(Engine):
         return slot.engine.info
 
     @property
+    def build_status(self) -> BuildStatus:
+        """Always set: the cache lookup, build, load or failure in progress."""
+        return self._status
+
+    @property
     def status(self) -> BuildStatus:
+        """Alias of `build_status` (older callers)."""
         return self._status
 
     @property
@@ -416,15 +400,31 @@ class CachedEngine(Engine):
         return self._entry
 
     @property
-    def generation(self) -> int:
-        """Increments whenever another engine starts serving."""
-        return self._generation
-
-    @property
     def current(self) -> Engine | None:
         """The engine serving right now (for inspection; do not close it)."""
         slot = self._slot
         return slot.engine if slot is not None else None
+
+    @property
+    def graph_rewrites(self) -> int:
+        """The serving engine's rewrites (e.g. an ONNX Runtime fallback's)."""
+        engine = self.current
+        return engine.graph_rewrites if engine is not None else 0
+
+    def describe(self) -> dict[str, str]:
+        """`Engine.describe`; before any engine serves, the name, runtime,
+        device and precision come from the build instead of `info`."""
+        if self._slot is not None:
+            with contextlib.suppress(EngineError):  # closed or swapped meanwhile
+                return super().describe()
+        out = {
+            "engine": self._model.stem,
+            "runtime": self._builder.runtime,
+            "device": self._key.device,
+            "precision": self._builder.precision,
+        }
+        out.update(self._status.describe())
+        return out
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the build is ready or failed; False on timeout. For tools/tests."""
@@ -543,7 +543,7 @@ class CachedEngine(Engine):
             if self._closed:
                 return False
             old, self._slot = self._slot, _Slot(engine)
-            self._generation += 1
+            self.generation += 1
             close_old = False
             if old is not None:
                 old.retired = True

@@ -8,12 +8,12 @@ engines themselves (ModelFileError).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from perception.core.engines._common import parse_device
 from perception.core.errors import EngineError
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "FALLBACK_RUNTIMES",
     "PRECISIONS",
     "RUNTIMES",
+    "Device",
     "EngineConfig",
     "EngineConfigError",
 ]
@@ -41,6 +42,39 @@ class EngineConfigError(EngineError, ValueError):
     """An EngineConfig field is invalid (the message names field, expected, got)."""
 
 
+_DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device string parsed once: 'cpu' -> Device('cpu', 0), 'cuda' ->
+    Device('cuda', 0), 'cuda:1' -> Device('cuda', 1). EngineConfig parses its
+    device strings into these and the engines take them (or a string they
+    parse with `Device.parse`), so the string grammar lives in one place."""
+
+    kind: Literal["cpu", "cuda"]
+    index: int = 0
+
+    @classmethod
+    def parse(cls, device: str | Device) -> Device:
+        """A Device from 'cpu', 'cuda' or 'cuda:N' (case and spaces ignored);
+        a Device is returned as is. EngineError names the accepted forms."""
+        if isinstance(device, Device):
+            return device
+        m = _DEVICE_RE.match(str(device).strip().lower())
+        if not m:
+            raise EngineError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        return cls("cuda" if m.group(1) == "cuda" else "cpu", int(m.group(2) or 0))
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.kind == "cuda"
+
+    def __str__(self) -> str:
+        """'cpu' or 'cuda:N' (what EngineInfo.device reports)."""
+        return f"cuda:{self.index}" if self.is_cuda else "cpu"
+
+
 def _fail(name: str, expected: str, got: object) -> EngineConfigError:
     return EngineConfigError(f"EngineConfig.{name}: expected {expected}, got {got!r}")
 
@@ -56,6 +90,8 @@ class EngineConfig:
             for torch and torch_tensorrt.
         runtime: one of RUNTIMES.
         device: 'cpu', 'cuda' or 'cuda:N'. tensorrt/torch_tensorrt need cuda.
+            Parsed once into `parsed_device` (a Device), which the factory
+            hands to the engines.
         precision: fp32, fp16 or int8 (int8: tensorrt with a Q/DQ model,
             torch_tensorrt with a quantized model, onnxruntime with the
             TensorRT provider).
@@ -69,7 +105,8 @@ class EngineConfig:
             plan or a torch_tensorrt build, an .onnx here also supplies the
             metadata (class names) that those formats do not carry.
         fallback_device: device of the fallback engine ('cpu' by default:
-            configuring it is what makes a CPU fallback explicit).
+            configuring it is what makes a CPU fallback explicit); parsed into
+            `parsed_fallback_device`.
         build_input_shape: (B, C, H, W) the compiled engine is built for;
             B is the largest batch (min batch is 1). None: the model's own
             fixed input shape (an error for dynamic models on compiled runtimes).
@@ -95,6 +132,9 @@ class EngineConfig:
     providers: tuple[str, ...] = ()
     allow_fallback: bool = False
     graph_rewrites: bool = True
+    # `device` and `fallback_device` parsed (set by __post_init__, not arguments)
+    parsed_device: Device = field(init=False, repr=False, compare=False)
+    parsed_fallback_device: Device = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_path, str | Path) or not str(self.model_path).strip():
@@ -105,12 +145,12 @@ class EngineConfig:
         if self.precision not in PRECISIONS:
             raise _fail("precision", f"one of {PRECISIONS}", self.precision)
         try:
-            kind, _ = parse_device(self.device)
-            parse_device(self.fallback_device)
+            object.__setattr__(self, "parsed_device", Device.parse(self.device))
+            object.__setattr__(self, "parsed_fallback_device", Device.parse(self.fallback_device))
         except EngineError as exc:
             raise EngineConfigError(f"EngineConfig.device: {exc}") from None
         suffix = Path(self.model_path).suffix.lower()
-        if self.runtime in COMPILED_RUNTIMES and kind != "cuda":
+        if self.runtime in COMPILED_RUNTIMES and not self.parsed_device.is_cuda:
             raise _fail("device", f"'cuda' or 'cuda:N' for runtime {self.runtime}", self.device)
         if self.runtime == "onnxruntime":
             if suffix not in ONNX_SUFFIXES:
@@ -181,7 +221,7 @@ class EngineConfig:
         """Build from a dict (YAML, ROS parameters). Unknown keys are an error;
         '' means None for optional strings and an empty list means None for
         build_input_shape, because ROS parameters cannot be None."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls) if f.init}
         unknown = sorted(set(values) - known)
         if unknown:
             raise EngineConfigError(

@@ -96,7 +96,7 @@ def _fallback_factory(config: EngineConfig) -> Callable[[], Engine] | None:
             )
             return OnnxRuntimeEngine(
                 path,
-                config.fallback_device,
+                config.parsed_fallback_device,
                 intra_op_threads=config.threads,
                 graph_rewrites=config.graph_rewrites,
             )
@@ -114,7 +114,7 @@ def _fallback_factory(config: EngineConfig) -> Callable[[], Engine] | None:
         shape = config.build_input_shape
         return TorchEngine(
             path,
-            config.fallback_device,
+            config.parsed_fallback_device,
             input_shape=(-1, *shape[1:]) if shape else (-1, 3, -1, -1),
             threads=config.threads,
         )
@@ -143,7 +143,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
         if config.cache_dir is None:
             return OnnxRuntimeEngine(
                 model,
-                config.device,
+                config.parsed_device,
                 list(config.providers) or None,
                 precision=config.precision,
                 intra_op_threads=config.threads,
@@ -151,7 +151,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
                 graph_rewrites=config.graph_rewrites,
             )
         builder = OnnxRuntimeBuilder(
-            config.device,
+            config.parsed_device,
             intra_op_threads=config.threads,
             providers=list(config.providers) or None,
             input_shape=config.build_input_shape or (),
@@ -165,7 +165,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
         shape = config.build_input_shape
         return TorchEngine(
             model,
-            config.device,
+            config.parsed_device,
             config.precision,
             input_shape=(-1, *shape[1:]) if shape else (-1, 3, -1, -1),
             threads=config.threads,
@@ -175,10 +175,10 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
         from perception.core.engines.tensorrt_engine import TensorRTBuilder, TensorRTEngine
 
         if config.is_plan:
-            return TensorRTEngine(model, config.device, metadata=_fallback_metadata(config))
+            return TensorRTEngine(model, config.parsed_device, metadata=_fallback_metadata(config))
         shape = config.build_input_shape or _onnx_input_shape(model)
         trt_builder = TensorRTBuilder(
-            config.device,
+            config.parsed_device,
             config.precision,
             shape if all(d > 0 for d in shape) else (),
             metadata=_onnx_metadata(model),
@@ -194,7 +194,7 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
             f"runtime torch_tensorrt needs build_input_shape (B, C, H, W) for {Path(model).name}"
         )
     tt_builder = TorchTensorRTBuilder(
-        config.device,
+        config.parsed_device,
         config.precision,
         config.build_input_shape,
         model_kind=TorchTensorRTBuilder.model_kind_of(model),

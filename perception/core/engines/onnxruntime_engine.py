@@ -22,13 +22,13 @@ from perception.core.engines._common import (
     _ONNX_TYPES,
     cpu_name,
     one_line,
-    parse_device,
     run_chunked,
     validate_batch,
     validate_pixels,
 )
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.engines.cache import Builder, ProgressFn
+from perception.core.engines.config import Device
 from perception.core.engines.graph_rewrites import rewrite_dfl
 from perception.core.engines.onnx_proto import check_onnx_file
 from perception.core.engines.pixel_input import (
@@ -100,13 +100,14 @@ def _trt_options(index: int, precision: str, trt_cache_dir: str | None) -> dict[
 
 
 def _default_providers(
-    kind: str, index: int, precision: str, tensorrt: bool, trt_cache_dir: str | None
+    device: Device, precision: str, tensorrt: bool, trt_cache_dir: str | None
 ) -> list[tuple[str, dict[str, Any]]]:
-    if kind == "cpu":
+    if not device.is_cuda:
         if tensorrt:
             raise EngineError("the TensorRT execution provider needs device 'cuda[:N]', got 'cpu'")
         return [(CPU_EP, {})]
     providers: list[tuple[str, dict[str, Any]]] = []
+    index = device.index
     if tensorrt:
         providers.append((TRT_EP, _trt_options(index, precision, trt_cache_dir)))
     # CPU stays last so nodes the GPU provider lacks can still run (a partial
@@ -137,7 +138,7 @@ def _normalise(
 
 
 def _requested_providers(
-    device: str,
+    device: Device,
     providers: Sequence[ProviderSpec] | None,
     precision: str = "fp32",
     tensorrt: bool = False,
@@ -145,10 +146,9 @@ def _requested_providers(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The providers a session is asked for: explicit ones, else the defaults
     of `device`."""
-    kind, index = parse_device(device)
     if providers is not None:
-        return _normalise(providers, index, precision, trt_cache_dir)
-    return _default_providers(kind, index, precision, tensorrt, trt_cache_dir)
+        return _normalise(providers, device.index, precision, trt_cache_dir)
+    return _default_providers(device, precision, tensorrt, trt_cache_dir)
 
 
 def _onnx_import_error() -> Exception | None:
@@ -203,7 +203,7 @@ class OnnxRuntimeEngine(Engine):
 
     Args:
         model_path: an .onnx file.
-        device: 'cpu', 'cuda' or 'cuda:N' (picks the default providers).
+        device: 'cpu', 'cuda', 'cuda:N' or a Device (picks the default providers).
         providers: explicit provider list (names or (name, options)); overrides
             the defaults derived from `device`.
         precision: 'fp32' or, with the TensorRT provider, 'fp16'/'int8'. A
@@ -234,7 +234,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(
         self,
         model_path: str | os.PathLike[str],
-        device: str = "cpu",
+        device: str | Device = "cpu",
         providers: Sequence[ProviderSpec] | None = None,
         *,
         precision: str = "fp32",
@@ -252,10 +252,10 @@ class OnnxRuntimeEngine(Engine):
         ort = import_onnxruntime()
         self._path = Path(model_path)
         check_onnx_file(self._path)
-        _, index = parse_device(device)
+        dev = Device.parse(device)
         if precision not in ("fp32", "fp16", "int8"):
             raise EngineError(f"precision must be fp32, fp16 or int8, got {precision!r}")
-        wanted = _requested_providers(device, providers, precision, tensorrt, trt_cache_dir)
+        wanted = _requested_providers(dev, providers, precision, tensorrt, trt_cache_dir)
         if not wanted:
             raise EngineError("providers is empty: name at least one execution provider")
         available = set(ort.get_available_providers())
@@ -370,7 +370,7 @@ class OnnxRuntimeEngine(Engine):
         self._info = EngineInfo(
             name=self._path.stem,
             runtime=self.runtime_name,
-            device=f"cuda:{index}" if on_gpu else "cpu",
+            device=str(dev) if on_gpu else "cpu",
             precision=actual_precision,
             input_name=self._in_name,
             input_shape=shape,  # type: ignore[arg-type]
@@ -591,7 +591,7 @@ class OnnxRuntimeBuilder(Builder):
 
     def __init__(
         self,
-        device: str = "cpu",
+        device: str | Device = "cpu",
         *,
         level: str = "all",
         intra_op_threads: int | None = None,
@@ -602,7 +602,7 @@ class OnnxRuntimeBuilder(Builder):
         super().__init__("fp32", input_shape)
         if level not in OPT_LEVELS or level == "disable":
             raise EngineError(f"build level must be basic, extended or all, got {level!r}")
-        self.device = device
+        self.device = Device.parse(device)
         self.level = level
         self.intra_op_threads = intra_op_threads
         self.providers = providers
@@ -623,8 +623,7 @@ class OnnxRuntimeBuilder(Builder):
         return bool(wanted) and wanted[0][0] == CPU_EP and _onnx_import_error() is None
 
     def device_name(self) -> str:
-        kind, index = parse_device(self.device)
-        return cpu_name() if kind == "cpu" else f"cuda:{index}"
+        return str(self.device) if self.device.is_cuda else cpu_name()
 
     def build(self, model_path: Path, artifact_path: Path, progress: ProgressFn) -> None:
         progress(0.05, f"optimising {model_path.name} with onnxruntime (level {self.level})")

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from perception.core.engines._common import one_line, parse_device, run_chunked, validate_batch
+from perception.core.engines._common import one_line, run_chunked, validate_batch
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.engines.cache import Builder, ProgressFn
+from perception.core.engines.config import Device
 from perception.core.engines.torch_engine import import_torch, torch_device
 from perception.core.errors import (
     EngineBuildError,
@@ -56,18 +57,17 @@ def import_tensorrt() -> Any:
     return tensorrt
 
 
-def _cuda_torch(device: str) -> tuple[Any, Any]:
+def _cuda_torch(device: Device) -> tuple[Any, Any]:
     torch = import_torch()
-    kind, _ = parse_device(device)
-    if kind != "cuda":
-        raise EngineError(f"TensorRT runs on a CUDA device ('cuda' or 'cuda:N'), got {device!r}")
+    if not device.is_cuda:
+        raise EngineError(f"TensorRT runs on a CUDA device ('cuda' or 'cuda:N'), got '{device}'")
     return torch, torch_device(torch, device)
 
 
-def cuda_device_name(device: str) -> str:
+def cuda_device_name(device: str | Device) -> str:
     """GPU model and compute capability, e.g. 'NVIDIA H100 80GB HBM3 sm90' (cache keys:
     a plan only runs on the GPU model and TensorRT version it was built for)."""
-    torch, dev = _cuda_torch(device)
+    torch, dev = _cuda_torch(Device.parse(device))
     major, minor = torch.cuda.get_device_capability(dev)
     return f"{torch.cuda.get_device_name(dev)} sm{major}{minor}"
 
@@ -119,7 +119,7 @@ class TensorRTEngine(Engine):
 
     Args:
         plan_path: a serialized engine (.engine/.plan).
-        device: 'cuda' or 'cuda:N'.
+        device: 'cuda', 'cuda:N' or a Device.
         metadata: model metadata to report (plans carry none; the factory
             passes the source ONNX model's metadata).
         name: reported model name (default: the file stem).
@@ -130,13 +130,13 @@ class TensorRTEngine(Engine):
     def __init__(
         self,
         plan_path: str | os.PathLike[str],
-        device: str = "cuda:0",
+        device: str | Device = "cuda:0",
         *,
         metadata: Mapping[str, str] | None = None,
         name: str | None = None,
     ) -> None:
         trt = import_tensorrt()
-        torch, dev = _cuda_torch(device)
+        torch, dev = _cuda_torch(Device.parse(device))
         self._trt, self._torch, self._dev = trt, torch, dev
         path = Path(plan_path)
         if not path.is_file():
@@ -305,7 +305,7 @@ class TensorRTBuilder(Builder):
 
     def __init__(
         self,
-        device: str = "cuda:0",
+        device: str | Device = "cuda:0",
         precision: str = "fp16",
         input_shape: tuple[int, ...] = (),
         *,
@@ -316,7 +316,7 @@ class TensorRTBuilder(Builder):
         super().__init__(precision, input_shape)
         if precision not in ("fp32", "fp16", "int8"):
             raise EngineError(f"TensorRT precision must be fp32, fp16 or int8, got {precision!r}")
-        self.device = device
+        self.device = Device.parse(device)
         self.workspace_bytes = workspace_bytes
         self.metadata = dict(metadata or {})
         self.name = name

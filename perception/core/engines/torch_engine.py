@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from perception.core.engines._common import one_line, parse_device, run_chunked, validate_batch
+from perception.core.engines._common import one_line, run_chunked, validate_batch
 from perception.core.engines.base import Engine, EngineInfo
+from perception.core.engines.config import Device
 from perception.core.errors import EngineError, ModelFileError, RuntimeUnavailableError
 
 __all__ = ["TorchEngine", "flatten_outputs", "import_torch", "load_torch_model", "torch_device"]
@@ -43,10 +44,10 @@ def import_torch() -> Any:
     return torch
 
 
-def torch_device(torch: Any, device: str) -> Any:
-    """torch.device for 'cpu'/'cuda[:N]', refusing CUDA that is not there."""
-    kind, index = parse_device(device)
-    if kind == "cpu":
+def torch_device(torch: Any, device: str | Device) -> Any:
+    """torch.device for 'cpu'/'cuda[:N]' (or a Device), refusing CUDA that is not there."""
+    dev = Device.parse(device)
+    if not dev.is_cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         build = getattr(torch.version, "cuda", None)
@@ -56,13 +57,13 @@ def torch_device(torch: Any, device: str) -> Any:
             else f"no CUDA device visible (CUDA {build})"
         )
         raise RuntimeUnavailableError(
-            f"device {device!r} requested but {why} (torch {torch.__version__})"
+            f"device '{dev}' requested but {why} (torch {torch.__version__})"
         )
-    if index >= torch.cuda.device_count():
+    if dev.index >= torch.cuda.device_count():
         raise RuntimeUnavailableError(
-            f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s)"
+            f"device '{dev}' requested but only {torch.cuda.device_count()} CUDA device(s)"
         )
-    return torch.device("cuda", index)
+    return torch.device("cuda", dev.index)
 
 
 def _metadata_from_config(text: str) -> dict[str, str]:
@@ -157,7 +158,7 @@ class TorchEngine(Engine):
 
     Args:
         model: an nn.Module (eager), or a TorchScript / ExportedProgram file.
-        device: 'cpu', 'cuda' or 'cuda:N'.
+        device: 'cpu', 'cuda', 'cuda:N' or a Device.
         precision: 'fp32' or 'fp16' (module and inputs cast to half).
         input_shape: (B, C, H, W) with -1 for dynamic axes; a fully known C/H/W
             lets the constructor run one probe batch (warm-up + output shapes).
@@ -175,7 +176,7 @@ class TorchEngine(Engine):
     def __init__(
         self,
         model: Any,
-        device: str = "cpu",
+        device: str | Device = "cpu",
         precision: str = "fp32",
         *,
         input_shape: Sequence[int] = (-1, 3, -1, -1),

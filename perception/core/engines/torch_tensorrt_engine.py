@@ -29,9 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from perception.core.engines._common import one_line, parse_device
+from perception.core.engines._common import one_line
 from perception.core.engines.base import Engine
 from perception.core.engines.cache import Builder, ProgressFn
+from perception.core.engines.config import Device
 from perception.core.engines.tensorrt_engine import cuda_device_name
 from perception.core.engines.torch_engine import (
     EXPORTED_SUFFIXES,
@@ -78,7 +79,7 @@ class TorchTensorRTBuilder(Builder):
 
     def __init__(
         self,
-        device: str = "cuda:0",
+        device: str | Device = "cuda:0",
         precision: str = "fp16",
         input_shape: tuple[int, ...] = (),
         *,
@@ -101,9 +102,9 @@ class TorchTensorRTBuilder(Builder):
             raise EngineError(
                 f"model_kind must be exported_program or torchscript, got {model_kind!r}"
             )
-        if parse_device(device)[0] != "cuda":
-            raise EngineError(f"torch_tensorrt needs device 'cuda' or 'cuda:N', got {device!r}")
-        self.device = device
+        self.device = Device.parse(device)
+        if not self.device.is_cuda:
+            raise EngineError(f"torch_tensorrt needs device 'cuda' or 'cuda:N', got '{device}'")
         self.model_kind = model_kind
         self.suffix = ".ep" if model_kind == "exported_program" else ".ts"
         self.dynamic_batch = dynamic_batch
