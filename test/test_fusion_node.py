@@ -178,7 +178,7 @@ def test_bad_inputs_are_counted(ros_context, executor):
     assert spin_until(executor, lambda: fusion.errors["camera_info_missing"] == 1)
     # 2) depth image of the wrong size
     pub_info.publish(info)
-    assert spin_until(executor, lambda: fusion.camera is not None)
+    assert spin_until(executor, lambda: fusion.stage.camera is not None)
     small = Image(height=10, width=10, encoding="32FC1", step=40, data=bytes(400))
     small.header.stamp = ns_to_stamp(2_000_000_000)
     pub_depth.publish(small)

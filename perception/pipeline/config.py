@@ -1,0 +1,39 @@
+"""Typed spec parameters -> pipeline settings (the one bridge, used by the
+nodes, replay, the CLIs and the benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, cast
+
+import numpy as np
+
+from perception.config.generated import FusionParams, Tracker3DParams
+from perception.config.spec import ParameterError
+from perception.pipeline.fusion import FusionSettings
+
+__all__ = ["fusion_settings", "rigid_transform"]
+
+
+def rigid_transform(name: str, values: Sequence[float]) -> np.ndarray:
+    """A row-major 4x4 rigid transform given as 16 numbers (a double-array parameter)."""
+    if len(values) != 16:
+        raise ParameterError(f"{name}: expected 16 numbers (row-major 4x4), got {len(values)}")
+    m = np.asarray(values, np.float64).reshape(4, 4)
+    if not np.isfinite(m).all() or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise ParameterError(f"{name}: expected a finite rigid transform with last row 0 0 0 1")
+    return m
+
+
+def fusion_settings(p: FusionParams, tracker3d: Tracker3DParams | None = None) -> FusionSettings:
+    """The fusion stage's settings from the fusion node's parameters."""
+    cloud = p.T_camera_from_cloud
+    return FusionSettings(
+        mode=cast(Literal["depth", "lidar"], p.mode),
+        target_frame=p.target_frame,
+        T_target_from_camera=rigid_transform("T_target_from_camera", p.T_target_from_camera),
+        T_camera_from_cloud=rigid_transform("T_camera_from_cloud", cloud) if cloud else None,
+        depth_scale=p.depth_scale,
+        tracker3d=(tracker3d or Tracker3DParams()).to_config() if p.tracking else None,
+        prediction_max_horizon_s=p.prediction_max_horizon_s,
+    )
