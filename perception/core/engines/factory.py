@@ -176,11 +176,11 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
 
         if config.is_plan:
             return TensorRTEngine(model, config.parsed_device, metadata=_fallback_metadata(config))
-        shape = config.build_input_shape or _onnx_input_shape(model)
+        trt_shape = config.build_input_shape or _onnx_input_shape(model)
         trt_builder = TensorRTBuilder(
             config.parsed_device,
             config.precision,
-            shape if all(d > 0 for d in shape) else (),
+            trt_shape if all(d > 0 for d in trt_shape) else (),
             metadata=_onnx_metadata(model),
             name=Path(model).stem,
         )

@@ -384,7 +384,8 @@ class TensorSpec:
 def _parse_value_info(f: BinaryIO, off: int, length: int, where: str) -> TensorSpec:
     vi = _walk(f, off, off + length, {1: ("name", _LEN), 2: ("type", _LEN)}, where)
     name = _read_str(f, *vi[1][0][1:]) if 1 in vi else ""
-    elem, dims = 0, ()
+    elem = 0
+    dims: tuple[int | str, ...] = ()
     if 2 in vi:
         _, toff, tlen = vi[2][0]
         tp = _walk(f, toff, toff + tlen, {1: ("tensor_type", _LEN)}, where)

@@ -347,7 +347,8 @@ class OnnxRuntimeEngine(Engine):
             raise ModelFileError(
                 f"{self._path.name}: expected a float32/float16 image input, got {inp[0].type}"
             )
-        shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in raw)
+        b, c, h, w = (d if isinstance(d, int) and d > 0 else -1 for d in raw)
+        shape = (b, c, h, w)
         symbols = tuple(d if isinstance(d, str) else "" for d in raw)
         outs = session.get_outputs()
         self._out_names = [o.name for o in outs]
@@ -373,7 +374,7 @@ class OnnxRuntimeEngine(Engine):
             device=str(dev) if on_gpu else "cpu",
             precision=actual_precision,
             input_name=self._in_name,
-            input_shape=shape,  # type: ignore[arg-type]
+            input_shape=shape,
             input_dtype=self._in_dtype.name,
             output_names=tuple(self._out_names),
             output_shapes=tuple(

@@ -61,14 +61,14 @@ class PixelInput:
             )
 
 
-def _import_onnx() -> object:
+def _require_onnx() -> None:
+    """PixelInputUnsupported (the reason a caller logs) when onnx is missing."""
     try:
-        import onnx
+        import onnx  # noqa: F401
     except ImportError:
         raise PixelInputUnsupported(
             "the onnx package is not installed (pip install onnx)"
         ) from None
-    return onnx
 
 
 def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
@@ -78,11 +78,12 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     everything after the first convolution stay as they were. Raises
     `PixelInputUnsupported` with the reason when the rewrite would not be exact.
     """
-    onnx = _import_onnx()
-    from onnx import TensorProto, helper, numpy_helper  # type: ignore[import-not-found]
+    _require_onnx()
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     try:
-        model = onnx.load_model_from_string(model_bytes)  # type: ignore[attr-defined]
+        model = onnx.load_model_from_string(model_bytes)
     except Exception as exc:  # onnx raises DecodeError and others
         raise PixelInputUnsupported(f"onnx cannot parse the model: {exc}") from None
     graph = model.graph
@@ -178,7 +179,8 @@ def fuse_pixel_input(model_bytes: bytes, pixel: PixelInput) -> bytes:
     graph.input.insert(idx, new_input)
     for node in reversed(prefix):
         graph.node.insert(0, node)
-    return model.SerializeToString()
+    # bytes() of bytes is the same object; it types protobuf's untyped result
+    return bytes(model.SerializeToString())
 
 
 def _subgraph_reads(nodes: Sequence[object]) -> set[str]:

@@ -75,7 +75,7 @@ def cuda_device_name(device: str | Device) -> str:
 def _make_logger(trt: Any) -> Any:
     """A trt.ILogger that forwards to logging and remembers the last error."""
 
-    class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+    class _Logger(trt.ILogger):  # type: ignore[misc]  # tensorrt is untyped (Any)
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.last_error = ""
@@ -167,13 +167,15 @@ class TensorRTEngine(Engine):
         self._in_dtype = _torch_dtype(trt, torch, engine.get_tensor_dtype(self._in))
         if self._in_dtype not in (torch.float32, torch.float16):
             raise ModelFileError(f"{path.name}: expected a float input, got {self._in_dtype}")
-        self._min = self._max = shape
+        self._min: tuple[int, ...] = shape
+        self._max: tuple[int, ...] = shape
         if any(d < 0 for d in shape):
             lo, _opt, hi = engine.get_tensor_profile_shape(self._in, 0)
             self._min, self._max = tuple(int(d) for d in lo), tuple(int(d) for d in hi)
             # an axis the profile pins (min == max) is fixed for callers, even
             # though the network declares it dynamic
-            shape = tuple(a if a == b else -1 for a, b in zip(self._min, self._max, strict=True))
+            b, c, h, w = (a if a == z else -1 for a, z in zip(self._min, self._max, strict=True))
+            shape = (b, c, h, w)
         self._out_dtypes = [_torch_dtype(trt, torch, engine.get_tensor_dtype(n)) for n in outputs]
         self._context = engine.create_execution_context()
         if self._context is None:
@@ -190,7 +192,7 @@ class TensorRTEngine(Engine):
             device=str(dev),
             precision="fp16" if half else "fp32",  # plans do not record int8 in their I/O types
             input_name=self._in,
-            input_shape=shape,  # type: ignore[arg-type]
+            input_shape=shape,
             input_dtype="float16" if self._in_dtype == torch.float16 else "float32",
             output_names=tuple(outputs),
             output_shapes=tuple(tuple(int(d) for d in engine.get_tensor_shape(n)) for n in outputs),
@@ -259,7 +261,7 @@ class _Monitor:
 
     @staticmethod
     def create(trt: Any, progress: ProgressFn) -> Any:
-        class Monitor(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
+        class Monitor(trt.IProgressMonitor):  # type: ignore[misc]  # tensorrt is untyped (Any)
             def __init__(self) -> None:
                 trt.IProgressMonitor.__init__(self)
                 self.steps: dict[str, tuple[int, str | None]] = {}

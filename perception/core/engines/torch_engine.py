@@ -84,7 +84,9 @@ def _metadata_from_config(text: str) -> dict[str, str]:
     return out
 
 
-def load_torch_model(path: str | os.PathLike[str], torch: Any, device: Any) -> tuple[Any, dict]:
+def load_torch_model(
+    path: str | os.PathLike[str], torch: Any, device: Any
+) -> tuple[Any, dict[str, str]]:
     """Load TorchScript (torch.jit.save) or an ExportedProgram (torch.export.save).
 
     Pickled whole modules (torch.save(model)) are refused: loading them runs
@@ -229,7 +231,7 @@ class TorchEngine(Engine):
             device=str(self._device),
             precision=precision_label or precision,
             input_name=input_name,
-            input_shape=shape,  # type: ignore[arg-type]
+            input_shape=shape,  # (B, C, H, W): len checked above
             input_dtype="float32",
             output_names=tuple(output_names or ()),
             output_shapes=(),
