@@ -314,7 +314,7 @@ def test_node_draws_projected_3d_boxes_with_the_image_stamp(ros_context, executo
     try:
         t0 = 20 * NS
         send("info", _camera_info(t0), None)
-        assert spin_until(executor, lambda: node.camera is not None)
+        assert spin_until(executor, lambda: node.core.camera is not None)
         # objects before the image and its tracks
         send("objects", _objects(t0), "objects_received")
         send("tracks", _tracks(t0), "tracks_received")
@@ -327,12 +327,12 @@ def test_node_draws_projected_3d_boxes_with_the_image_stamp(ros_context, executo
         t1 = t0 + NS // 10
         send("tracks", _tracks(t1), "tracks_received")
         send("image", _image(t1), "images_received")
-        assert len(node.pending_3d) == 1 and len(out) == 1
+        assert node.core.pending()["pending_3d"] == 1 and len(out) == 1
         send("objects", _objects(t1), "objects_received")
         assert spin_until(executor, lambda: len(out) == 2)
         assert stamp_to_ns(out[1].header.stamp) == t1
         _outline_changed(image_to_bgr(out[1]))
-        assert node.counters["objects_missing"] == 0 and not node.pending_3d
+        assert node.counters["objects_missing"] == 0 and not node.core.pending()["pending_3d"]
         assert node.counters["camera_info_missing"] == 0
     finally:
         destroy()
@@ -347,33 +347,36 @@ def test_node_3d_buffers_stay_bounded_and_missing_inputs_are_counted(ros_context
         t0 = 30 * NS
         for k in range(10):  # objects whose images never come
             send("objects", _objects(t0 + k * NS // 30), "objects_received")
-            assert len(node.objects_buffer) <= 3
+            assert node.core.pending()["objects_buffer"] <= 3
         assert node.counters["unmatched_objects"] == 7
         # images + tracks whose objects never come: at most 3 wait, older ones go out plain
         t1 = 40 * NS
         for k in range(6):
             send("tracks", _tracks(t1 + k * NS // 30), "tracks_received")
             send("image", _image(t1 + k * NS // 30), "images_received")
-            assert len(node.pending_3d) <= 3
+            assert node.core.pending()["pending_3d"] <= 3
         assert spin_until(executor, lambda: len(out) == 3)
         assert node.counters["objects_missing"] == 3
         assert (image_to_bgr(out[0])[60:180, 100:220] == 40).all(), "no 3D box drawn"
-        # objects of a waiting image but no CameraInfo yet: published, 3D skipped, counted
+        # objects of the newest waiting image: the two older ones cannot get theirs any
+        # more (objects come in stamp order) and go out plain; no CameraInfo yet, so
+        # the newest is published with its 3D boxes skipped, counted
         send("objects", _objects(t1 + 5 * NS // 30), "objects_received")
-        assert spin_until(executor, lambda: len(out) == 4)
+        assert spin_until(executor, lambda: len(out) == 6)
+        assert node.counters["objects_missing"] == 5 and not node.core.pending()["pending_3d"]
         assert node.counters["camera_info_missing"] == 1
         # a CameraInfo of another size than the image: 2D overlay still out, error counted
         info = _camera_info(t1)
         info.width, info.height = 2 * W, 2 * H
         send("info", info, None)
-        assert spin_until(executor, lambda: node.camera is not None)
+        assert spin_until(executor, lambda: node.core.camera is not None)
         t2 = 50 * NS
         send("objects", _objects(t2), "objects_received")
         send("tracks", _tracks(t2), "tracks_received")
         send("image", _image(t2), "images_received")
-        assert spin_until(executor, lambda: len(out) == 5)
+        assert spin_until(executor, lambda: len(out) == 7)
         assert node.counters["draw_errors"] == 1
-        assert (image_to_bgr(out[4])[5:40, 5] != 40).any(), "the 2D box is drawn"
+        assert (image_to_bgr(out[6])[5:40, 5] != 40).any(), "the 2D box is drawn"
         node.publish_diagnostics()
     finally:
         destroy()

@@ -207,18 +207,19 @@ def test_buffers_never_grow_under_a_flood_of_unmatched_messages(ros_context, exe
     t0 = 100 * NS
     for k in range(40):  # images nobody answers
         rig.image(_image_msg(t0 + k * NS // 30))
-        assert len(node.image_buffer) <= 4
-    assert node.counters["unmatched_images"] == 36 and len(node.image_buffer) == 4
-    # tracks of one of the buffered images: published with that image's stamp
+        assert node.core.pending()["image_buffer"] <= 4
+    assert node.counters["unmatched_images"] == 36 and node.core.pending()["image_buffer"] == 4
+    # tracks of the newest buffered image: published with that image's stamp; the
+    # older images can no longer be matched (tracks come in stamp order): dropped, counted
     last = t0 + 39 * NS // 30
     rig.tracks(last, (50, 50, 150, 150))
     assert spin_until(executor, lambda: len(rig.out) == 1)
     assert stamp_to_ns(rig.out[0].header.stamp) == last and rig.out[0].header.frame_id == "cam"
-    assert len(node.image_buffer) == 3
-    assert node.class_names == ["person"], "class names carried by the tracks are learnt"
+    assert node.core.pending()["image_buffer"] == 0 and node.counters["unmatched_images"] == 39
+    assert node.core.class_names == ["person"], "class names carried by the tracks are learnt"
     for k in range(30):  # tracks whose images never come
         rig.tracks(200 * NS + k * NS // 30, (50, 50, 150, 150))
-        assert len(node.track_buffer) <= 4
+        assert node.core.pending()["track_buffer"] <= 4
     assert node.counters["unmatched_tracks"] == 26
     # an image arriving after its tracks is matched from the tracks buffer
     rig.image(_image_msg(200 * NS + 29 * NS // 30))
@@ -267,7 +268,7 @@ def test_prediction_mode_moves_boxes_to_the_image_time_and_refuses_far_horizons(
     # image 100 ms after the newest tracks (x1 = 110): drawn at x1 ~ 120
     rig.image(_image_msg(t0 + NS))
     assert spin_until(executor, lambda: len(rig.out) == 2)
-    assert node.last_horizon_s == pytest.approx(0.1)
+    assert node.core.last_horizon_s == pytest.approx(0.1)
     img = image_to_bgr(rig.out[1])
     cols = (img[100:170].max(axis=2) > 0).sum(axis=0)
     left = int(np.argmax(cols[:150]))
@@ -279,7 +280,7 @@ def test_prediction_mode_moves_boxes_to_the_image_time_and_refuses_far_horizons(
     # switching prediction off at run time goes back to stamp matching
     assert node.set_parameters([Parameter("use_prediction", value=False)])[0].successful
     rig.image(_image_msg(t0 + 4 * NS))
-    assert len(node.image_buffer) == 1 and len(rig.out) == 3
+    assert node.core.pending()["image_buffer"] == 1 and len(rig.out) == 3
     node.publish_diagnostics()
     rig.destroy()
 
@@ -297,7 +298,8 @@ def test_parameters_validated_at_start_and_at_run_time(ros_context, executor):
     res = node.set_parameters([Parameter("buffer_size", value=20)])[0]
     assert not res.successful  # read-only: the buffers are sized at start
     assert node.set_parameters([Parameter("prediction.max_horizon_s", value=0.2)])[0].successful
-    assert node.params["prediction.max_horizon_s"] == pytest.approx(0.2)
+    assert node.params.prediction.max_horizon_s == pytest.approx(0.2)
+    assert node.core.settings.max_horizon_s == pytest.approx(0.2)
     node.destroy_node()
 
 
