@@ -148,7 +148,12 @@ def draw_trails(
 
 
 def _dashed_line(
-    img: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], color, thickness: int, dash: int
+    img: np.ndarray,
+    p0: tuple[int, int],
+    p1: tuple[int, int],
+    color: tuple[int, int, int],
+    thickness: int,
+    dash: int,
 ) -> None:
     import cv2
 
@@ -261,7 +266,9 @@ def _frustum(camera: CameraModel, near: float) -> np.ndarray:
     )
 
 
-def _clip_segments(p0: np.ndarray, p1: np.ndarray, planes: np.ndarray, near: float):
+def _clip_segments(
+    p0: np.ndarray, p1: np.ndarray, planes: np.ndarray, near: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Liang-Barsky in 3D: (M, 3) segments p0->p1 clipped to the half-spaces;
     returns the clipped endpoints and a (M,) mask of segments with a part left."""
     offsets = np.zeros(len(planes))
