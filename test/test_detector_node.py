@@ -311,7 +311,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(ros_context, executor):
     assert node.pipeline.stage is not None
     assert node.count_subscribers("/cam/image") == 0
     node.trigger_activate()
-    assert node.pipeline.cameras["cam"].sub is not None
+    assert node.pipeline.cameras["cam"].subs
     probe = Node("probe", context=ros_context)
     executor.add_node(probe)
     out: list[Detection2DArray] = []
@@ -324,7 +324,7 @@ def test_lifecycle_configure_activate_deactivate_cleanup(ros_context, executor):
     pub.publish(_image_msg(img, 123))
     assert spin_until(executor, lambda: len(out) == 1)
     node.trigger_deactivate()
-    assert node.pipeline.cameras["cam"].sub is None
+    assert not node.pipeline.cameras["cam"].subs
     node.trigger_cleanup()
     assert node.pipeline.stage is None
     node.destroy_node()
@@ -391,7 +391,7 @@ def test_label_info_latched_overlay_on_demand_latency_and_qos_mismatch(ros_conte
     )
     assert spin_until(executor, lambda: pub.get_subscription_count() > 0)
     img = np.random.default_rng(9).integers(0, 255, (90, 120, 3), dtype=np.uint8)
-    overlay_pub = node.pipeline.cameras["cam"].pub_overlay
+    overlay_pub = node.pipeline.cameras["cam"].pubs["overlay"]
     assert overlay_pub.get_subscription_count() == 0
     published = []
     original = overlay_pub.publish

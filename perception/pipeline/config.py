@@ -3,26 +3,13 @@ nodes, replay, the CLIs and the benchmarks)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal, cast
 
-import numpy as np
-
 from perception.config.generated import FusionParams, Tracker3DParams
-from perception.config.spec import ParameterError
+from perception.config.transforms import rigid_transform
 from perception.pipeline.fusion import FusionSettings
 
-__all__ = ["fusion_settings", "rigid_transform"]
-
-
-def rigid_transform(name: str, values: Sequence[float]) -> np.ndarray:
-    """A row-major 4x4 rigid transform given as 16 numbers (a double-array parameter)."""
-    if len(values) != 16:
-        raise ParameterError(f"{name}: expected 16 numbers (row-major 4x4), got {len(values)}")
-    m = np.asarray(values, np.float64).reshape(4, 4)
-    if not np.isfinite(m).all() or not np.allclose(m[3], [0, 0, 0, 1]):
-        raise ParameterError(f"{name}: expected a finite rigid transform with last row 0 0 0 1")
-    return m
+__all__ = ["fusion_settings"]
 
 
 def fusion_settings(p: FusionParams, tracker3d: Tracker3DParams | None = None) -> FusionSettings:

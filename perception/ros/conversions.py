@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from std_msgs.msg import Header
+from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 from vision_msgs.msg import (
     BoundingBox2D,
     Detection2D,
@@ -25,6 +25,7 @@ from vision_msgs.msg import (
 )
 
 from perception.core.types import UNTRACKED, Detections
+from perception.pipeline.types import LATENCY_FIELDS
 
 ClassFormat = Literal["name", "id"]
 
@@ -33,6 +34,7 @@ __all__ = [
     "detections_to_msg",
     "header_from",
     "label_info_msg",
+    "latency_to_msg",
     "msg_to_detections",
     "ns_to_stamp",
     "stamp_to_ns",
@@ -197,3 +199,14 @@ def label_info_msg(
         class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(class_names)],
         threshold=float(threshold),
     )
+
+
+def latency_to_msg(stamp_ns: int, row: Mapping[str, float]) -> Float64MultiArray:
+    """One latency row as Float64MultiArray: the stamp in seconds, then the
+    stages in `LATENCY_FIELDS` order (also the layout's label)."""
+    msg = Float64MultiArray()
+    msg.layout.dim = [
+        MultiArrayDimension(label=",".join(LATENCY_FIELDS), size=len(LATENCY_FIELDS), stride=1)
+    ]
+    msg.data = [stamp_ns * 1e-9, *(float(row[k]) for k in LATENCY_FIELDS[1:])]
+    return msg

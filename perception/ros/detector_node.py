@@ -1,24 +1,14 @@
 """The detector node: a ROS driver of the pipeline's `DetectionStage`.
 
-Camera callbacks only hand the newest message of their camera to the stage
-(decoding is deferred: frames replaced before the engine is free are never
-decoded). A worker thread steps the stage (one engine call over the newest
-frame of every camera, 2D tracking) and publishes per camera:
-
-- ``~/<camera>/detections``  vision_msgs/Detection2DArray (input stamp and
-  frame_id, boxes in original pixels)
-- ``~/<camera>/tracks``      the same with the track id in `Detection2D.id`
-  (with `tracking: true`)
-- ``~/<camera>/overlay``     sensor_msgs/Image, only while subscribed
-- ``~/<camera>/latency``     std_msgs/Float64MultiArray, one per frame
-  (`LATENCY_FIELDS`)
-- ``~/label_info``           vision_msgs/LabelInfo (transient local)
-- ``/diagnostics``           diagnostic_msgs/DiagnosticArray
-
-`DetectorNode` is the plain node, `DetectorLifecycleNode` the managed one
-(configure loads the engine and creates the lifecycle publishers, activate
-subscribes, deactivate/cleanup release). Parameters: specs/detector.params.yaml
-and the tracker section of specs/tracker.params.yaml.
+Camera callbacks hand the newest message of each camera to the stage (decoding
+deferred, so frames replaced before the engine is free are never decoded); a
+worker thread steps it (one engine call over the newest frame of every camera,
+2D tracking) and publishes per camera ``~/<camera>/detections`` and
+``~/<camera>/tracks`` (vision_msgs/Detection2DArray: input stamp and frame_id,
+original pixels, track id in `id`), ``~/<camera>/overlay`` (only while
+subscribed), ``~/<camera>/latency`` (`LATENCY_FIELDS`), plus ``~/label_info``
+(latched) and /diagnostics. `DetectorLifecycleNode` is the managed variant.
+Parameters: specs/detector.params.yaml and specs/tracker.params.yaml (tracker).
 """
 
 from __future__ import annotations
@@ -26,30 +16,21 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-    qos_profile_sensor_data,
-)
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
+from std_msgs.msg import Float64MultiArray, Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from perception.config.generated import CameraParams, DetectorParams, TrackerParams
 from perception.core.errors import PerceptionError
 from perception.pipeline import (
     LATENCY_FIELDS,
-    STAGES,
     CameraFrame,
     CameraResult,
     DetectionStage,
@@ -57,35 +38,27 @@ from perception.pipeline import (
     build_detector,
 )
 from perception.pipeline.status import detection_statuses
-from perception.ros.conversions import detections_to_msg, label_info_msg
+from perception.ros.conversions import detections_to_msg, label_info_msg, latency_to_msg
 from perception.ros.diagnostics import diagnostic_array
 from perception.ros.images import bgr_to_image_msg, compressed_to_bgr, image_to_bgr
-from perception.ros.params import ParameterError, declare_params, on_set_validator, specs_of
+from perception.ros.lifecycle import DriverLifecycleNode, DriverNode
+from perception.ros.params import LiveParams, ParameterError, declare_params
+from perception.ros.qos import LATCHED, OUTPUTS, OVERLAY, sensor_qos
 from perception.ros.runner import run_node
 
 __all__ = ["LATENCY_FIELDS", "DetectorLifecycleNode", "DetectorNode", "main"]
 
-TRACKER_PREFIX = "tracker."
-
-_LATENCY_LAYOUT = Float64MultiArray().layout
-_LATENCY_LAYOUT.dim = [
-    MultiArrayDimension(label=",".join(LATENCY_FIELDS), size=len(LATENCY_FIELDS), stride=1)
-]
 
 
 @dataclass
 class _CameraIO:
-    """One camera's subscriptions and publishers."""
+    """One camera's parameters, subscriptions and publishers (by output name)."""
 
     name: str
     cfg: CameraParams
-    sub: Any = None
-    info_sub: Any = None
+    subs: list[Any] = field(default_factory=list)
+    pubs: dict[str, Any] = field(default_factory=dict)
     info_received: bool = False
-    pub_det: Any = None
-    pub_tracks: Any = None
-    pub_overlay: Any = None
-    pub_latency: Any = None
 
 
 class DetectorDriver:
@@ -94,7 +67,7 @@ class DetectorDriver:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.log = ThrottledLog(node.get_logger())
-        self.params = declare_params(node, DetectorParams)
+        self._params = LiveParams(node, DetectorParams, on_change=self._apply)
         names = list(self.params.camera_names)
         if not names:
             raise ParameterError(
@@ -104,7 +77,6 @@ class DetectorDriver:
             raise ParameterError(f"camera_names: expected unique names, got {names}")
         self.cameras: dict[str, _CameraIO] = {}
         errors: list[str] = []
-        full_specs = dict(specs_of(DetectorParams))
         for name in names:
             prefix = f"cameras.{name}."
             try:
@@ -115,54 +87,30 @@ class DetectorDriver:
             if not cfg.topic:
                 errors.append(f"{prefix}topic: expected an image topic, got ''")
             self.cameras[name] = _CameraIO(name, cfg)
-            full_specs.update({prefix + k: v for k, v in specs_of(CameraParams).items()})
         if errors:
             raise ParameterError("; ".join(errors))
-        self.tracker_params = declare_params(node, TrackerParams, TRACKER_PREFIX)
-        full_specs.update({TRACKER_PREFIX + k: v for k, v in specs_of(TrackerParams).items()})
-        node.add_on_set_parameters_callback(on_set_validator(full_specs))
-        node.add_on_set_parameters_callback(self._check_tracker_params)
-        node.add_post_set_parameters_callback(self._on_params_set)
+        self._tracker = LiveParams(node, TrackerParams, "tracker.", self._apply_tracker)
         self.stage: DetectionStage | None = None
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
-        self.pub_label: Any = None
-        self.pub_diag: Any = None
+        self.pubs: dict[str, Any] = {}
         self.diag_timer: Any = None
 
     # ----------------------------------------------------------- parameters
-    @staticmethod
-    def _changes(params: list[Any], prefix: str = "") -> dict[str, Any]:
-        return {p.name[len(prefix) :]: p.value for p in params if p.name.startswith(prefix)}
+    @property
+    def params(self) -> DetectorParams:
+        return self._params.value
 
-    def _check_tracker_params(self, params: list[Any]) -> SetParametersResult:
-        """Refuse tracker.* values the tracker itself would refuse (cross-field rules)."""
-        changes = self._changes(params, TRACKER_PREFIX)
-        if changes:
-            try:
-                self.tracker_params.with_flat(changes, TRACKER_PREFIX).to_config()
-            except ValueError as exc:
-                reason = str(exc)
-                if not reason.startswith(TRACKER_PREFIX):
-                    reason = TRACKER_PREFIX + reason
-                return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
-
-    def _on_params_set(self, params: list[Any]) -> None:
-        own = {k: v for k, v in self._changes(params).items() if "." not in k}
-        if own:
-            self.params = self.params.with_flat(own)
-        changes = self._changes(params, TRACKER_PREFIX)
-        if changes:
-            self.tracker_params = self.tracker_params.with_flat(changes, TRACKER_PREFIX)
-            if self.stage is not None and self.stage.tracking:
-                self.stage.set_tracker_config(self.tracker_params.to_config())
+    def _apply(self, p: DetectorParams) -> None:
         if self.stage is not None:
-            p = self.params
             self.stage.max_age_ms = p.max_age_ms
             self.stage.detector.set_thresholds(
                 conf=p.score_threshold, iou=p.iou_threshold, max_det=p.max_detections
             )
+
+    def _apply_tracker(self, p: TrackerParams) -> None:
+        if self.stage is not None and self.stage.tracking:
+            self.stage.set_tracker_config(p.to_config())
 
     # ------------------------------------------------------------ lifecycle
     def load_engine(self) -> None:
@@ -180,7 +128,7 @@ class DetectorDriver:
         self.stage = DetectionStage(
             detector,
             self.cameras,
-            tracker=self.tracker_params.to_config() if p.tracking else None,
+            tracker=self._tracker.value.to_config() if p.tracking else None,
             max_age_ms=p.max_age_ms,
             log=self.log,
         )
@@ -193,28 +141,19 @@ class DetectorDriver:
 
     def create_publishers(self) -> None:
         make = getattr(self.node, "create_lifecycle_publisher", self.node.create_publisher)
-        latched = QoSProfile(
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-            history=HistoryPolicy.KEEP_LAST,
-        )
-        self.pub_label = make(LabelInfo, "~/label_info", latched)
-        self.pub_diag = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        # Reliable overlay, depth 1: matches reliable and best-effort viewers, never queues.
-        overlay_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs["label"] = make(LabelInfo, "~/label_info", LATCHED)
+        self.pubs["diag"] = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        outputs = {"detections": (Detection2DArray, OUTPUTS), "overlay": (Image, OVERLAY),
+                   "latency": (Float64MultiArray, OUTPUTS)}  # fmt: skip
+        if self.params.tracking:
+            outputs["tracks"] = (Detection2DArray, OUTPUTS)
         for cam in self.cameras.values():
-            base = f"~/{cam.name}"
-            cam.pub_det = make(Detection2DArray, f"{base}/detections", out_qos)
-            cam.pub_overlay = make(Image, f"{base}/overlay", overlay_qos)
-            cam.pub_latency = make(Float64MultiArray, f"{base}/latency", out_qos)
-            if self.params.tracking:
-                cam.pub_tracks = make(Detection2DArray, f"{base}/tracks", out_qos)
+            for out, (msg_type, qos) in outputs.items():
+                cam.pubs[out] = make(msg_type, f"~/{cam.name}/{out}", qos)
 
     def publish_label_info(self) -> None:
-        if self.stage is not None and self.pub_label is not None:
-            self.pub_label.publish(
+        if self.stage is not None and "label" in self.pubs:
+            self.pubs["label"].publish(
                 label_info_msg(
                     self.stage.detector.class_names,
                     threshold=self.params.score_threshold,
@@ -240,25 +179,18 @@ class DetectorDriver:
             self._worker.join(timeout=30.0)
             self._worker = None
         for cam in self.cameras.values():
-            for attr in ("sub", "info_sub"):
-                if getattr(cam, attr) is not None:
-                    self.node.destroy_subscription(getattr(cam, attr))
-                    setattr(cam, attr, None)
+            while cam.subs:
+                self.node.destroy_subscription(cam.subs.pop())
         if self.diag_timer is not None:
             self.node.destroy_timer(self.diag_timer)
             self.diag_timer = None
 
     def release(self) -> None:
         """Destroy publishers and close the engine."""
-        owners: list[tuple[Any, tuple[str, ...]]] = [
-            (c, ("pub_det", "pub_overlay", "pub_latency", "pub_tracks"))
-            for c in self.cameras.values()
-        ]
-        for owner, attrs in [*owners, (self, ("pub_label", "pub_diag"))]:
-            for attr in attrs:
-                if getattr(owner, attr) is not None:
-                    self.node.destroy_publisher(getattr(owner, attr))
-                    setattr(owner, attr, None)
+        for pubs in [self.pubs, *(c.pubs for c in self.cameras.values())]:
+            for pub in pubs.values():
+                self.node.destroy_publisher(pub)
+            pubs.clear()
         if self.stage is not None:
             self.stage.detector.engine.close()
         self.stage = None
@@ -268,25 +200,19 @@ class DetectorDriver:
         compressed = cam.cfg.transport == "compressed"
         topic = cam.cfg.topic.rstrip("/") + ("/compressed" if compressed else "")
         msg_type = CompressedImage if compressed else Image
-        reliable = cam.cfg.qos.reliability == "reliable"
-        qos = QoSProfile(
-            depth=cam.cfg.qos.depth,
-            history=HistoryPolicy.KEEP_LAST,
-            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-            durability=DurabilityPolicy.VOLATILE,
-        )
+        qos = sensor_qos(cam.cfg.qos.reliability, cam.cfg.qos.depth)
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info, c=cam, t=topic: self._on_incompatible_qos(c, t, info)
         )
-        cam.sub = self.node.create_subscription(
-            msg_type, topic, lambda msg, c=cam: self._on_image(c, msg), qos, event_callbacks=events
-        )
+        on_image = lambda msg, c=cam: self._on_image(c, msg)  # noqa: E731
+        sub = self.node.create_subscription(msg_type, topic, on_image, qos, event_callbacks=events)
+        cam.subs.append(sub)
         if cam.cfg.camera_info_topic:
-            cam.info_sub = self.node.create_subscription(
-                CameraInfo,
-                cam.cfg.camera_info_topic,
-                lambda _msg, c=cam: setattr(c, "info_received", True),
-                qos_profile_sensor_data,
+            on_info = lambda _msg, c=cam: setattr(c, "info_received", True)  # noqa: E731
+            cam.subs.append(
+                self.node.create_subscription(
+                    CameraInfo, cam.cfg.camera_info_topic, on_info, qos_profile_sensor_data
+                )
             )
         kind = f"{msg_type.__name__}, {cam.cfg.qos.reliability}"
         self.log.info(f"camera {cam.name}: {topic} ({kind})")
@@ -345,89 +271,46 @@ class DetectorDriver:
         for r in results:
             cam = self.cameras[r.camera]
             msg = detections_to_msg(r.detections, names, fmt)
-            cam.pub_det.publish(msg)
-            if r.tracks is not None and cam.pub_tracks is not None:
-                cam.pub_tracks.publish(detections_to_msg(r.tracks, names, fmt, msg.header))
+            cam.pubs["detections"].publish(msg)
+            if r.tracks is not None and "tracks" in cam.pubs:
+                cam.pubs["tracks"].publish(detections_to_msg(r.tracks, names, fmt, msg.header))
             row = dict(r.latency)
             row["publish_ms"] = max((time.monotonic_ns() - r.taken_ns) * 1e-6 - r.engine_ms, 0.0)
             now = self.node.get_clock().now().nanoseconds
             row["capture_to_publish_ms"] = (now - r.stamp_ns) * 1e-6
             stage.record_latency(r.camera, row)
-            cam.pub_latency.publish(
-                Float64MultiArray(
-                    layout=_LATENCY_LAYOUT, data=[r.stamp_ns * 1e-9, *(row[k] for k in STAGES)]
-                )
-            )
-            if self.params.overlay and cam.pub_overlay.get_subscription_count() > 0:
+            cam.pubs["latency"].publish(latency_to_msg(r.stamp_ns, row))
+            if self.params.overlay and cam.pubs["overlay"].get_subscription_count() > 0:
                 from perception.core.drawing import draw_detections
 
                 shown = r.tracks if r.tracks is not None else r.detections
                 image = draw_detections(r.image, shown, names)
-                cam.pub_overlay.publish(bgr_to_image_msg(image, msg.header))
+                cam.pubs["overlay"].publish(bgr_to_image_msg(image, msg.header))
 
     def publish_diagnostics(self) -> None:
-        if self.pub_diag is None or self.stage is None:
+        if "diag" not in self.pubs or self.stage is None:
             return
         statuses = detection_statuses(
             self.stage,
             self.node.get_fully_qualified_name(),
             {c.name: c.cfg.topic for c in self.cameras.values()},
         )
-        self.pub_diag.publish(diagnostic_array(statuses, self.node.get_clock().now().to_msg()))
+        self.pubs["diag"].publish(diagnostic_array(statuses, self.node.get_clock().now().to_msg()))
 
 
-class DetectorNode(Node):
+class DetectorNode(DriverNode):
     """Plain node: loads the engine and subscribes at construction."""
 
-    def __init__(self, node_name: str = "detector", **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        self.pipeline = DetectorDriver(self)
-        self.pipeline.load_engine()
-        self.pipeline.create_publishers()
-        self.pipeline.publish_label_info()
-        self.pipeline.start()
-
-    def destroy_node(self) -> None:
-        self.pipeline.stop()
-        self.pipeline.release()
-        super().destroy_node()
+    DRIVER = DetectorDriver
+    NAME = "detector"
 
 
-class DetectorLifecycleNode(LifecycleNode):
+class DetectorLifecycleNode(DriverLifecycleNode):
     """Managed node: configure loads the engine and creates lifecycle
     publishers, activate subscribes."""
 
-    def __init__(self, node_name: str = "detector", **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        self.pipeline = DetectorDriver(self)
-
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self.pipeline.load_engine()
-        except (PerceptionError, ValueError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            return TransitionCallbackReturn.FAILURE
-        self.pipeline.create_publishers()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        result = super().on_activate(state)  # activates the lifecycle publishers
-        self.pipeline.publish_label_info()
-        self.pipeline.start()
-        return result
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.pipeline.stop()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.pipeline.release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.pipeline.stop()
-        self.pipeline.release()
-        return TransitionCallbackReturn.SUCCESS
+    DRIVER = DetectorDriver
+    NAME = "detector"
 
 
 def main(argv: list[str] | None = None) -> int:

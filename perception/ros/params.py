@@ -11,8 +11,8 @@ perception.config.spec (no ROS) and are re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from rcl_interfaces.msg import (
@@ -40,9 +40,11 @@ from perception.config.spec import (
     section_specs,
     validate,
 )
+from perception.config.transforms import rigid_transform
 
 __all__ = [
     "SPEC_DIR",
+    "LiveParams",
     "ParamSpec",
     "ParameterError",
     "declare_from_spec",
@@ -182,11 +184,57 @@ def on_set_validator(
     return callback
 
 
-def transform_param(name: str, values: list[float]) -> np.ndarray:
+class LiveParams(Generic[_P]):
+    """A typed parameter group of a node that follows run-time changes.
+
+    Declares every parameter of the generated class `cls` under `prefix`,
+    refuses a change that breaks the spec or the class's own cross-field rules
+    (e.g. the tracker's low_score <= high_score) with the reason, and keeps
+    `value` current; `on_change(new_value)` runs after an accepted change.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        cls: type[_P],
+        prefix: str = "",
+        on_change: Callable[[_P], None] | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.value: _P = declare_params(node, cls, prefix)
+        self._specs = {prefix + k: v for k, v in specs_of(cls).items()}
+        self._on_change = on_change
+        node.add_on_set_parameters_callback(self._check)
+        node.add_post_set_parameters_callback(self._apply)
+
+    def _mine(self, params: Iterable[Parameter]) -> dict[str, Any]:
+        return param_changes([p for p in params if p.name in self._specs], self.prefix)
+
+    def _check(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            spec = self._specs.get(p.name)
+            reason = validate(p.name, spec, p.value) if spec is not None else None
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        changes = self._mine(params)
+        if changes:
+            try:
+                self.value.with_flat(changes, self.prefix)
+            except ValueError as exc:
+                reason = str(exc)
+                if self.prefix and not reason.startswith(self.prefix):
+                    reason = self.prefix + reason
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply(self, params: list[Parameter]) -> None:
+        changes = self._mine(params)
+        if changes:
+            self.value = self.value.with_flat(changes, self.prefix)
+            if self._on_change is not None:
+                self._on_change(self.value)
+
+
+def transform_param(name: str, values: Sequence[float]) -> np.ndarray:
     """A row-major 4x4 rigid transform given as a double-array parameter."""
-    if len(values) != 16:
-        raise ParameterError(f"{name}: expected 16 numbers (row-major 4x4), got {len(values)}")
-    m = np.asarray(values, np.float64).reshape(4, 4)
-    if not np.isfinite(m).all() or not np.allclose(m[3], [0, 0, 0, 1]):
-        raise ParameterError(f"{name}: expected a finite rigid transform with last row 0 0 0 1")
-    return m
+    return rigid_transform(name, values)
