@@ -35,7 +35,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a + area_b
     union -= inter
     np.maximum(union, 1e-12, out=union)
-    return np.divide(inter, union, out=inter)
+    iou: np.ndarray = np.divide(inter, union, out=inter)
+    return iou
 
 
 def linear_assignment(

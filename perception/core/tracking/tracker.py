@@ -159,6 +159,11 @@ def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
     return np.concatenate((z[:, :2] - half, z[:, :2] + half), axis=1)
 
 
+def _box(row: np.ndarray) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(c) for c in row)
+    return x1, y1, x2, y2
+
+
 class Tracker:
     """Tracks the boxes of one camera; `update()` once per image, in stamp order.
 
@@ -167,6 +172,9 @@ class Tracker:
     out-of-order stamp, other frame_id) leave the tracks untouched and return
     no boxes; see `stats`.
     """
+
+    _last_stamp: int | None  # newest accepted stamp (ns); set by _clear()
+    _nominal_dt: float | None  # smoothed frame interval (s)
 
     def __init__(self, config: TrackerConfig | None = None, frame_id: str | None = None) -> None:
         if config is not None and not isinstance(config, TrackerConfig):
@@ -215,7 +223,7 @@ class Tracker:
             TrackInfo(
                 track_id=int(self._ids[i]),
                 state=TrackState(int(self._state[i])),
-                xyxy=tuple(float(c) for c in boxes[i]),
+                xyxy=_box(boxes[i]),
                 class_id=int(self._cls[i]),
                 score=float(self._score[i]),
                 hits=int(self._hits[i]),
@@ -269,7 +277,7 @@ class Tracker:
             valid = finite & sized
             n_valid = int(np.count_nonzero(valid))
         else:
-            finite = sized = valid = None
+            finite = sized = valid = np.zeros(0, dtype=bool)
             n_valid = 0
 
         # ---- accepted: from here on the state changes.
@@ -287,7 +295,7 @@ class Tracker:
             stats.rows_rejected_size += int(np.count_nonzero(finite & ~sized))
             _LOG.debug("tracker[%s]: dropped %d invalid rows", det.frame_id, n_in - n_valid)
         first_frame = last is None
-        dt = 0.0 if first_frame else (stamp - last) / _NS
+        dt = 0.0 if last is None else (stamp - last) / _NS
         if not first_frame:
             self._nominal_dt = dt if self._nominal_dt is None else 0.9 * self._nominal_dt + 0.1 * dt
         self._last_stamp = stamp
@@ -441,8 +449,8 @@ class Tracker:
         self._seen_ns = np.zeros(0, np.int64)
         self._obs = np.zeros((0, 4), np.float64)
         self._row = np.zeros(0, np.intp)
-        self._last_stamp: int | None = None
-        self._nominal_dt: float | None = None
+        self._last_stamp = None
+        self._nominal_dt = None
 
     @staticmethod
     def _empty_like(det: Detections) -> Detections:

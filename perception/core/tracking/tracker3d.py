@@ -144,6 +144,11 @@ class Track3DInfo:
     time_since_update_s: float
 
 
+def _vec3(row: np.ndarray) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in row)
+    return x, y, z
+
+
 class Tracker3D:
     """Tracks 3D objects in one target frame; `update()` once per frame in stamp order."""
 
@@ -189,10 +194,10 @@ class Tracker3D:
             Track3DInfo(
                 track_id=int(self._ids[i]),
                 confirmed=bool(self._hits[i] >= self.config.min_hits),
-                position=tuple(float(v) for v in self._x[i, :3]),
-                velocity=tuple(float(v) for v in self._x[i, 3:]),
+                position=_vec3(self._x[i, :3]),
+                velocity=_vec3(self._x[i, 3:]),
                 covariance=self._p[i].copy(),
-                size=tuple(float(v) for v in self._size[i]),
+                size=_vec3(self._size[i]),
                 class_id=int(self._cls[i]),
                 hits=int(self._hits[i]),
                 time_since_update_s=(now - int(self._seen[i])) / _NS,
@@ -265,11 +270,11 @@ class Tracker3D:
         if n_rows and n_tracks:
             live = {int(t): k for k, t in enumerate(self._src2d) if t >= 0}
             for j in range(n_rows):
-                k = live.get(int(tid2d[j]), -1) if tid2d[j] >= 0 else -1
-                if k < 0 or (cfg.class_consistent and self._cls[k] != cls[j]):
+                cand = live.get(int(tid2d[j]), -1) if tid2d[j] >= 0 else -1
+                if cand < 0 or (cfg.class_consistent and self._cls[cand] != cls[j]):
                     continue
-                if np.linalg.norm(self._x[k, :3] - z[j]) <= cfg.id_gate_m:
-                    track_of_row[j] = k
+                if np.linalg.norm(self._x[cand, :3] - z[j]) <= cfg.id_gate_m:
+                    track_of_row[j] = cand
                     del live[int(tid2d[j])]
             st.matched_by_2d_id += int(np.count_nonzero(track_of_row >= 0))
         # ---- 3b. distance assignment of the rest
