@@ -34,6 +34,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import EllipsisType
 from typing import Literal
 
 import numpy as np
@@ -480,7 +481,7 @@ class Decoder:
     def set_conf(
         self,
         conf: float,
-        class_conf: Mapping[int, float] | Sequence[float] | object | None = ...,
+        class_conf: Mapping[int, float] | Sequence[float] | EllipsisType | None = ...,
     ) -> None:
         """Change the score threshold(s) between calls; validated before any
         change. `class_conf` left out keeps the current per-class values."""
@@ -491,7 +492,7 @@ class Decoder:
         if spec is not None:
             ids = np.arange(self.layout.num_classes)
             table = per_class_values(
-                spec,  # type: ignore[arg-type]
+                spec,
                 ids,
                 name="class_conf",
                 default=float(conf),
@@ -543,7 +544,7 @@ class Decoder:
 
     def _check_nan(self, values: np.ndarray, image: int) -> np.ndarray | None:
         """Row mask of NaN scores (None when all fine); raises under 'raise'."""
-        bad = np.isnan(values)
+        bad: np.ndarray = np.isnan(values)
         if bad.any():
             self._nonfinite("scores", image, int(bad.sum()))
             return bad

@@ -107,7 +107,7 @@ def batched_nms(
         thr = float(iou_threshold)
     else:
         thr = per_class_values(iou_threshold, class_ids, name="iou_threshold")
-    groups = None if agnostic else class_ids.astype(np.int64)
+    groups: np.ndarray | None = None if agnostic else class_ids.astype(np.int64)
     if image_ids is not None:
         image_ids = np.asarray(image_ids).astype(np.int64)
         ncls = int(class_ids.max()) + 1 if not agnostic else 1
@@ -143,7 +143,7 @@ def per_class_values(
         for k, v in values.items():
             if int(k) < table.size:
                 table[int(k)] = float(v)
-        out = table[class_ids]
+        out: np.ndarray = table[class_ids]
         if np.isnan(out).any():
             missing = sorted(set(class_ids[np.isnan(out)].tolist()))
             raise ValueError(
@@ -156,4 +156,5 @@ def per_class_values(
             f"{name}: expected one value per class (>= {int(class_ids.max()) + 1}), "
             f"got {table.size}"
         )
-    return table[class_ids]
+    values_per_row: np.ndarray = table[class_ids]
+    return values_per_row

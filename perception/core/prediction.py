@@ -335,10 +335,12 @@ class TrackMotionEstimator:
             self._ids = np.concatenate((self._ids, ids[new]))
             self._stamps = np.concatenate((self._stamps, np.full(int(new.sum()), stamp, np.int64)))
         self._newest = stamp if self._newest is None else max(self._newest, stamp)
-        self._expire()
+        self._expire(self._newest)
 
-    def _expire(self) -> None:
-        keep = self._newest - self._stamps <= int(self.max_age_s * _NS)
+    def _expire(self, newest: int) -> None:
+        """Drop tracks older than max_age_s before `newest`, then the oldest
+        beyond max_tracks."""
+        keep = newest - self._stamps <= int(self.max_age_s * _NS)
         if keep.sum() > self.max_tracks:
             order = np.argsort(-self._stamps, kind="stable")
             keep = np.zeros_like(keep)

@@ -229,7 +229,7 @@ def _gather_planes(img: np.ndarray, rw: int, rh: int, planes: Sequence[np.ndarra
     return ok
 
 
-def _nearest_planes(img: np.ndarray, k: int, planes: Sequence[np.ndarray]) -> None:
+def _nearest_planes(img: np.ndarray, k: int, planes: Sequence[np.ndarray] | np.ndarray) -> None:
     """The gather itself: one nearest-exact resize per channel view."""
     import cv2
 
@@ -421,13 +421,14 @@ class Preprocessor:
             # factors, else resize + cv2.split: SIMD, ~10x faster than reading
             # a stride-3 view), then one contiguous convert per channel
             # straight into the tensor.
-            planes = self._planes.get((rh, rw))
-            if planes is None:
-                planes = self._planes[(rh, rw)] = [
+            reused = self._planes.get((rh, rw))
+            if reused is None:
+                reused = self._planes[(rh, rw)] = [
                     np.empty((rh, rw), dtype=np.uint8) for _ in range(3)
                 ]
-            if not _gather_planes(img, rw, rh, planes):
-                planes = cv2.split(self._resize(img, rw, rh), planes)
+            planes: Sequence[np.ndarray] = reused
+            if not _gather_planes(img, rw, rh, reused):
+                planes = cv2.split(self._resize(img, rw, rh), reused)
             for c in range(3):
                 dst = slot[c, top : top + rh, left : left + rw]
                 plane = planes[2 - c if self.swap else c]

@@ -204,29 +204,33 @@ class Detections:
     @property
     def is_tracked(self) -> np.ndarray:
         """(N,) bool: rows that carry a track id."""
-        return self.track_ids != UNTRACKED
+        tracked: np.ndarray = self.track_ids != UNTRACKED
+        return tracked
 
     @property
     def xywh(self) -> np.ndarray:
         """(N, 4) float32 top-left x, y, width, height (MOTChallenge layout)."""
-        out = self.xyxy.copy()
+        out: np.ndarray = self.xyxy.copy()
         out[:, 2:] -= out[:, :2]
         return out
 
     @property
     def centers(self) -> np.ndarray:
         """(N, 2) float32 box centres."""
-        return (self.xyxy[:, :2] + self.xyxy[:, 2:]) * np.float32(0.5)
+        centers: np.ndarray = (self.xyxy[:, :2] + self.xyxy[:, 2:]) * np.float32(0.5)
+        return centers
 
     @property
     def areas(self) -> np.ndarray:
         """(N,) float32 box areas (0 for degenerate boxes)."""
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0.0, None)
-        return wh[:, 0] * wh[:, 1]
+        areas: np.ndarray = wh[:, 0] * wh[:, 1]
+        return areas
 
     def finite_mask(self) -> np.ndarray:
         """(N,) bool: rows whose box and score are all finite."""
-        return np.isfinite(self.xyxy).all(axis=1) & np.isfinite(self.scores)
+        finite: np.ndarray = np.isfinite(self.xyxy).all(axis=1) & np.isfinite(self.scores)
+        return finite
 
     def equals(self, other: Detections) -> bool:
         """Exact equality of every array and of the metadata."""

@@ -61,6 +61,11 @@ def _o3d() -> Any:
     return o3d
 
 
+def _plane_tuple(plane: np.ndarray) -> tuple[float, float, float, float]:
+    a, b, c, d = (float(x) for x in plane)
+    return a, b, c, d
+
+
 def check_extrinsic(transform: Any, name: str = "T_cam_from_cloud") -> np.ndarray:
     """Validated 4x4 rigid transform as float64; `MissingExtrinsicsError` when
     absent, non-finite, not 4x4 or not a rotation."""
@@ -298,11 +303,12 @@ class LidarFusion:
         """
         if not isinstance(det, Detections):
             raise TypeError(f"det: expected Detections, got {type(det).__name__}")
-        t_ext = (
-            check_extrinsic(T_cam_from_cloud) if T_cam_from_cloud is not None else self._extrinsic
-        )
-        if t_ext is None:
-            check_extrinsic(None)
+        if T_cam_from_cloud is not None:
+            t_ext = check_extrinsic(T_cam_from_cloud)
+        elif self._extrinsic is not None:
+            t_ext = self._extrinsic
+        else:
+            t_ext = check_extrinsic(None)  # raises MissingExtrinsicsError
         pts = np.asarray(xyz)
         if pts.ndim != 2 or pts.shape[1] != 3:
             raise FusionInputError(f"xyz: expected points of shape (N, 3), got {pts.shape}")
@@ -437,9 +443,10 @@ class LidarFusion:
         t1 = time.perf_counter()
         centers, sizes, yaws, covs, index = [], [], [], [], []
         no_cluster = 0
-        for i, idx in enumerate(frustums):
-            if idx is None:
+        for i, frustum in enumerate(frustums):
+            if frustum is None:
                 continue
+            idx = frustum
             lab = labels_of[idx]
             good = lab >= 0
             if not good.any():
@@ -517,7 +524,7 @@ class LidarFusion:
                 stamp_ns=det.stamp_ns,
                 frame_id=cloud_frame_id,
             )
-        plane_t = None if plane is None else tuple(float(c) for c in plane)
+        plane_t = None if plane is None else _plane_tuple(plane)
         return LidarFusionResult(objects, idx_arr, plane_t, timings)
 
     def _ground_plane(self, o3d: Any, pts: np.ndarray) -> np.ndarray | None:

@@ -182,4 +182,5 @@ def lidar_scan(
     if noise_std > 0:
         gen = rng if rng is not None else np.random.default_rng(0)
         t = t + gen.normal(0.0, noise_std, t.shape)
-    return (dirs[ok] * t[:, None]).astype(np.float32)
+    points: np.ndarray = (dirs[ok] * t[:, None]).astype(np.float32)
+    return points

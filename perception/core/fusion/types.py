@@ -204,7 +204,8 @@ class Objects3D:
     @property
     def has_velocity(self) -> np.ndarray:
         """(N,) bool: rows with a known velocity."""
-        return np.isfinite(self.velocities).all(axis=1)
+        known: np.ndarray = np.isfinite(self.velocities).all(axis=1)
+        return known
 
     def quaternions(self) -> np.ndarray:
         """(N, 4) orientation quaternions (x, y, z, w), for the ROS message."""
@@ -219,7 +220,8 @@ class Objects3D:
         c, s = np.cos(self.yaws.astype(np.float64)), np.sin(self.yaws.astype(np.float64))
         x = c[:, None] * half[..., 0] - s[:, None] * half[..., 1]
         y = s[:, None] * half[..., 0] + c[:, None] * half[..., 1]
-        return np.stack((x, y, half[..., 2]), axis=-1) + self.centers[:, None, :]
+        corners: np.ndarray = np.stack((x, y, half[..., 2]), axis=-1) + self.centers[:, None, :]
+        return corners
 
     def transformed(self, transform: np.ndarray, frame_id: str) -> Objects3D:
         """Objects expressed in another frame: `transform` is the 4x4 matrix
