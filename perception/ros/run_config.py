@@ -3,16 +3,22 @@
 The config files in config/ are ordinary ROS 2 parameter files (the launch
 files pass the same files to launch_ros). Each top-level key is a node name;
 its `perception.node_type` parameter says which node to create (detector,
-detector_lifecycle, tracker). rcl applies the file itself (`--params-file`),
-so parameters behave exactly as under `ros2 launch`.
+detector_lifecycle, tracker, fusion, overlay). rcl applies the file itself
+(`--params-file`), so parameters behave exactly as under `ros2 launch`.
 
     python -m perception.ros.run_config config/single_camera.yaml \
         [--set detector.model.path=/path/model.onnx] [--ros-args ...]
+
+`--set NODE.PARAM=VALUE` parses VALUE as YAML (`[a, b]` is a list, `0.5` a
+double, an empty VALUE the empty string); NODE may be a shell pattern over the
+file's node names (`'fusion_*.class_names=[car, pedestrian]'`), so one
+override reaches every node of a kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import sys
 import tempfile
@@ -43,7 +49,20 @@ def _node_class(kind: str) -> Any:
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+    """YAML scalar or list; empty text is the empty string (YAML would say null,
+    which rcl refuses)."""
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def _target_nodes(data: dict[str, Any], node: str, item: str) -> list[str]:
+    """Node names an override addresses: a pattern must match a node of the
+    file (a typo would otherwise be silently ignored); a plain name may add one."""
+    if not any(ch in node for ch in "*?["):
+        return [node]
+    names = [n for n in data if fnmatch.fnmatchcase(n, node)]
+    if not names:
+        raise ValueError(f"--set {item!r}: {node!r} matches none of the nodes {list(data)}")
+    return names
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -60,7 +79,7 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
     """Read the parameter file (flattened to dotted names) and apply
-    `node.param=value` overrides."""
+    `node.param=value` overrides (node may be a pattern, see the module doc)."""
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of node names, got {type(data).__name__}")
@@ -72,8 +91,9 @@ def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
         node, dot, param = key.partition(".")
         if not sep or not dot or not param:
             raise ValueError(f"--set {item!r}: expected NODE.PARAM=VALUE")
-        params = data.setdefault(node, {}).setdefault("ros__parameters", {})
-        params[param] = _parse_value(value)
+        for name in _target_nodes(data, node, item):
+            params = data.setdefault(name, {}).setdefault("ros__parameters", {})
+            params[param] = _parse_value(value)
     for name, body in data.items():
         params = (body or {}).get("ros__parameters")
         if not isinstance(params, dict) or TYPE_KEY not in params:

@@ -58,11 +58,13 @@ def spin_until(
     predicate: Callable[[], bool],
     timeout_s: float = 10.0,
     step_s: float = 0.02,
+    on_step: Callable[[], object] | None = None,
 ) -> bool:
     """Spin `executor` until `predicate()` is true or `timeout_s` passes.
 
     Returns the predicate's final value, so tests can assert on it with their
-    own message.
+    own message. `on_step` runs before every spin (a progress display, or a
+    check that raises to give up early, e.g. when a watched process died).
     """
     deadline = time.monotonic() + timeout_s
     while True:
@@ -71,6 +73,8 @@ def spin_until(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return bool(predicate())
+        if on_step is not None:
+            on_step()
         executor.spin_once(timeout_sec=min(step_s, remaining))
 
 
