@@ -34,13 +34,17 @@ def build_detector(
     iou_threshold: float,
     max_detections: int,
     on_progress: Callable[[Any], None] | None = None,
+    **detector_options: Any,
 ) -> Detector:
     """The one place an engine and its `Detector` are made from parameters.
 
     `model` is the `model.*` group of the detector spec (`DetectorParams().model`
     or anything with the same attributes); the thresholds are the spec's
     top-level ones. Used by the detector node, the CLIs, replay and the
-    benchmarks, so they all get the same defaults.
+    benchmarks, so they all get the same defaults. `detector_options` are
+    further `Detector` keywords that have no node parameter (CLI extras such as
+    class_conf, agnostic, multi_label, imgsz, class_names); the engine is
+    closed if the detector cannot be made.
     """
     from perception.core.engines.config import EngineConfig
     from perception.core.engines.factory import create_engine
@@ -71,6 +75,7 @@ def build_detector(
             max_det=int(max_detections),
             labels_file=model.labels_file or None,
             pixel_input=model.pixel_input,
+            **detector_options,
         )
     except BaseException:
         engine.close()
