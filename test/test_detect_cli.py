@@ -109,3 +109,33 @@ def test_module_entry_point_on_real_model(tmp_path: Path) -> None:
     (rec,) = _records(out)
     assert rec["image_size"] == [768, 576]
     assert [d["class_name"] for d in rec["detections"]] == ["dog", "bicycle", "car"]
+
+
+def test_defaults_come_from_the_detector_spec() -> None:
+    """The CLI's defaults are the detector node's (detector.params.yaml)."""
+    from perception.cli.detect import build_parser
+    from perception.config import DetectorParams
+
+    args = build_parser().parse_args(["m.onnx", "x.jpg"])
+    spec = DetectorParams()
+    assert (args.conf, args.iou, args.max_det) == (
+        spec.score_threshold,
+        spec.iou_threshold,
+        spec.max_detections,
+    )
+    assert (args.runtime, args.device, args.precision, args.threads) == (
+        spec.model.runtime,
+        spec.model.device,
+        spec.model.precision,
+        spec.model.threads,
+    )
+
+
+def test_bad_option_values_named_with_the_spec_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = main([str(MODEL), str(FIXTURES / "scene_a.png"), "--conf", "2", "--threads", "-1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--conf (score_threshold): expected a value in [0.0, 1.0], got 2.0" in err
+    assert "--threads (model.threads): expected a value in [0, 256], got -1" in err

@@ -10,6 +10,12 @@ ROS needed. One record per image or video frame:
 
 Usage:
     python -m perception.cli.detect MODEL INPUT [INPUT ...] [--output out.jsonl]
+
+Defaults (score threshold, NMS IoU, runtime, ...) are the detector node's,
+read from perception/ros/specs/detector.params.yaml; images go through the
+same `perception.pipeline` stage as in the node (--batch N: N images per
+engine call, as N cameras).
+
 Exit status: 0 on success, 1 if an input could not be read or the model could
 not be loaded (the reason is printed on one line), 2 on a usage error.
 """
@@ -33,7 +39,59 @@ log = logging.getLogger("perception.cli.detect")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-RUNTIMES = ("onnxruntime", "tensorrt", "torch_tensorrt", "torch")
+DETECTOR_FLAGS = {
+    "model.runtime": "--runtime",
+    "model.device": "--device",
+    "model.precision": "--precision",
+    "model.cache_dir": "--cache-dir",
+    "model.fallback_runtime": "--fallback",
+    "model.threads": "--threads",
+    "model.family": "--family",
+    "model.pixel_input": "--pixel-input",
+    "score_threshold": "--conf",
+    "iou_threshold": "--iou",
+    "max_detections": "--max-det",
+}
+"""Detector node parameter -> command-line option (type, default, choices and
+help come from the parameter's spec)."""
+
+_HELP = {
+    "model.runtime": "inference runtime; nothing falls back to another runtime unless "
+    "--fallback is set",
+    "model.cache_dir": "engine cache folder (compiled runtimes; onnxruntime: optimised graph); "
+    "empty = the default cache directory",
+}
+"""Help texts that name options instead of the node's parameters."""
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_detector_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str]
+) -> None:
+    """Add the options of DETECTOR_FLAGS named in `names`, from the detector spec."""
+    from perception.cli.spec_options import add_spec_option
+    from perception.config import DetectorParams
+
+    specs = DetectorParams.specs()
+    for name in names:
+        add_spec_option(parser, DETECTOR_FLAGS[name], specs[name], text=_HELP.get(name))
+
+
+def detector_params(
+    args: argparse.Namespace, model: str, names: Sequence[str], **values: Any
+) -> Any:
+    """The validated `DetectorParams` of the options in `names` (plus `values`,
+    flat spec names such as model.labels_file); raises ParameterError naming
+    the option."""
+    from perception.cli.spec_options import params_from_options
+    from perception.config import DetectorParams
+
+    flat = {name: getattr(args, _dest(DETECTOR_FLAGS[name])) for name in names}
+    flat.update({"model.path": model, **values})
+    return params_from_options(DetectorParams, flat, {n: DETECTOR_FLAGS[n] for n in names})
 
 
 def _class_conf(text: str) -> dict[int, float]:
@@ -62,29 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "TorchScript/ExportedProgram (torch, torch_tensorrt)",
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files, folders or videos")
-    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    p.add_argument(
-        "--cache-dir",
-        default=None,
-        help="engine cache folder (compiled runtimes; onnxruntime: optimised graph)",
-    )
-    p.add_argument(
-        "--fallback",
-        default=None,
-        choices=("onnxruntime", "torch"),
-        help="runtime that serves while a compiled engine builds",
-    )
-    p.add_argument("--threads", type=int, default=None, help="runtime CPU threads")
-    p.add_argument(
-        "--family",
-        default="auto",
-        help="auto, yolov8 (YOLOv8/YOLO11), yolo_e2e, yolox, rtdetr (default auto)",
-    )
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument("--max-det", type=int, default=300, help="detections per image (default 300)")
+    add_detector_options(p, list(DETECTOR_FLAGS))
     p.add_argument(
         "--class-conf",
         type=_class_conf,
@@ -114,24 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--verbose", "-v", action="store_true")
     return p
-
-
-def make_engine(args: argparse.Namespace) -> Any:
-    """The engine the options describe, through the engines' factory (every
-    runtime imported lazily; compiled runtimes go through the engine cache)."""
-    from perception.core.engines.config import EngineConfig
-    from perception.core.engines.factory import create_engine
-
-    config = EngineConfig(
-        model_path=str(args.model),
-        runtime=args.runtime,
-        device=args.device,
-        precision=args.precision,
-        cache_dir=args.cache_dir,
-        fallback=args.fallback,
-        threads=args.threads,
-    )
-    return create_engine(config)
 
 
 Item = tuple[str, int | None, np.ndarray]
@@ -192,6 +210,11 @@ def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
+def _sources(items: Sequence[Item]) -> str:
+    """ "a.mp4#3, b.jpg": the inputs of a batch, for error lines."""
+    return ", ".join(f"{s}" + (f"#{f}" if f is not None else "") for s, f, _ in items)
+
+
 def detection_records(det: Any, names: Sequence[str]) -> list[dict[str, Any]]:
     """Per-detection JSON-ready dicts (boxes rounded to 0.01 px)."""
     boxes = np.round(det.xyxy.astype(np.float64), 2).tolist()
@@ -224,46 +247,62 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --imgsz: expected H or H W, got {args.imgsz}", file=sys.stderr)
             return 2
         imgsz = (args.imgsz[0], args.imgsz[-1])
-    from perception.core.detector import Detector
+    from perception.config import ParameterError
 
     try:
-        engine = make_engine(args)
-        detector = Detector(
-            engine,
-            family=args.family,
-            conf=args.conf,
-            iou=args.iou,
-            max_det=args.max_det,
+        params = detector_params(
+            args, str(args.model), list(DETECTOR_FLAGS), **{"model.labels_file": args.labels or ""}
+        )
+    except ParameterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from perception.pipeline import CameraFrame, DetectionStage, Pipeline, build_detector
+
+    try:
+        detector = build_detector(
+            params.model,
+            score_threshold=params.score_threshold,
+            iou_threshold=params.iou_threshold,
+            max_detections=params.max_detections,
             class_conf=args.class_conf,
             agnostic=args.agnostic,
             multi_label=args.multi_label,
-            labels_file=args.labels,
             imgsz=imgsz,
         )
     except (PerceptionError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-
+    # --batch N: N camera slots, one engine call over the batch, as in the node
+    slots = [str(i) for i in range(args.batch)]
+    pipeline = Pipeline(DetectionStage(detector, slots))
     errors: list[str] = []
     count = 0
     names = detector.class_names
     with ExitStack() as stack:
+        stack.callback(pipeline.close)
         out: IO[str]
         if args.output == "-":
             out = sys.stdout
         else:
             out = stack.enter_context(open(args.output, "w", encoding="utf-8"))
         for chunk in _batches(iter_inputs(args.inputs, args.max_frames, errors), args.batch):
+            frames = [
+                CameraFrame(camera=slot, image=img, stamp_ns=0, frame_id=source)
+                for slot, (source, _, img) in zip(slots, chunk, strict=False)
+            ]
             try:
-                results = detector.detect([img for _, _, img in chunk])
+                results = {r.camera: r for r in pipeline.process(frames)}
             except PerceptionError as exc:
-                sources = ", ".join(
-                    f"{s}" + (f"#{f}" if f is not None else "") for s, f, _ in chunk
-                )
-                errors.append(f"{sources}: {exc}")
+                errors.append(f"{_sources(chunk)}: {exc}")
                 continue
             timings = detector.last_timings
-            for (source, frame, _), det in zip(chunk, results, strict=True):
+            for slot, item in zip(slots, chunk, strict=False):
+                source, frame, _ = item
+                result = results.get(slot)
+                if result is None:  # the stage refused the image (counted, logged)
+                    errors.append(f"{_sources([item])}: image refused by the detector")
+                    continue
+                det = result.detections
                 record: dict[str, Any] = {
                     "source": source,
                     "frame": frame,
@@ -280,7 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out.write(json.dumps(record) + "\n")
                 count += 1
         out.flush()
-    engine.close()
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     log.info("%d records written", count)
