@@ -98,7 +98,9 @@ def _hash01(ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
     return ((h >> 8) & 0xFFFF).astype(np.float32) / 65536.0
 
 
-def _rect(model: CameraModel, t_cam_from_world: np.ndarray, box: SceneBox) -> tuple | None:
+def _rect(
+    model: CameraModel, t_cam_from_world: np.ndarray, box: SceneBox
+) -> tuple[int, int, int, int] | None:
     """Pixel rectangle (u0, u1, v0, v1), inclusive, that holds the box's
     projection; None when it is entirely behind the camera or off-image."""
     c, s = np.cos(box.yaw), np.sin(box.yaw)
@@ -137,8 +139,11 @@ def _extent(idx: np.ndarray, w: int) -> tuple[float, float, float, float]:
     )
 
 
-def _in_rect(u: np.ndarray, v: np.ndarray, u0: float, u1: float, v0: float, v1: float):
-    return (u > u0) & (u < u1) & (v > v0) & (v < v1)
+def _in_rect(
+    u: np.ndarray, v: np.ndarray, u0: float, u1: float, v0: float, v1: float
+) -> np.ndarray:
+    inside: np.ndarray = (u > u0) & (u < u1) & (v > v0) & (v < v1)
+    return inside
 
 
 def _box_albedo(

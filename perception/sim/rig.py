@@ -28,7 +28,8 @@ def yaw_pitch_rotation(yaw: float, pitch: float = 0.0) -> np.ndarray:
     cp, sp = math.cos(pitch), math.sin(pitch)
     rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
     ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
-    return rz @ ry
+    rot: np.ndarray = rz @ ry
+    return rot
 
 
 @dataclass(frozen=True, eq=False)

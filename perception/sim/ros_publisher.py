@@ -120,15 +120,15 @@ def frame_messages(
         hdr = Header(stamp=stamp, frame_id=layout.base_frame)
         arr3 = Detection3DArray(header=hdr)
         dets3 = []
-        for r in gt3d_rows(frame.objects):
-            d = Detection3D(header=hdr, id=r.id)
+        for g in gt3d_rows(frame.objects):
+            d = Detection3D(header=hdr, id=g.id)
             p = d.bbox.center.position
-            p.x, p.y, p.z = r.center
+            p.x, p.y, p.z = g.center
             q = d.bbox.center.orientation
-            q.x, q.y, q.z, q.w = r.quaternion
-            d.bbox.size.x, d.bbox.size.y, d.bbox.size.z = r.size
+            q.x, q.y, q.z, q.w = g.quaternion
+            d.bbox.size.x, d.bbox.size.y, d.bbox.size.z = g.size
             hyp = ObjectHypothesisWithPose(
-                hypothesis=ObjectHypothesis(class_id=r.class_name, score=1.0)
+                hypothesis=ObjectHypothesis(class_id=g.class_name, score=1.0)
             )
             hyp.pose.pose = d.bbox.center
             d.results = [hyp]
@@ -172,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, ros_args = _parser().parse_known_args(argv)
-    import rclpy
     from builtin_interfaces.msg import Time  # noqa: F401  # fail early without ROS types
+    from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -192,7 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             density=args.density,
         )
         layout = SimLayout(role=args.role, base_frame=args.base_frame)
-        node = rclpy.create_node("scenario_publisher")
+        stop = threading.Event()
+
+        class ScenarioNode(Node):
+            def destroy_node(self) -> None:
+                """Stop the render thread with the node (run_node destroys it)."""
+                stop.set()
+                super().destroy_node()
+
+        node = ScenarioNode("scenario_publisher")
         log = node.get_logger()
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         types: dict[str, Any] = {layout.clock_topic: Clock}
@@ -212,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         clock_pub = pubs[layout.clock_topic]
 
         # render ahead in a thread; None marks the end
-        ready: queue.Queue = queue.Queue(maxsize=3)
-        stop = threading.Event()
+        Item = tuple[int, list[tuple[str, Any]]]
+        ready: queue.Queue[Item | Exception | None] = queue.Queue(maxsize=3)
 
-        def rendered() -> Iterator[tuple[int, list[tuple[str, Any]]]]:
+        def rendered() -> Iterator[Item]:
             for stamp_ns, frame in timed_frames(scenario, args.loop):
                 msgs = frame_messages(
                     frame,
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 yield stamp_ns, msgs
 
-        source: Iterator[tuple[int, list[tuple[str, Any]]]] | list = rendered()
+        source: Iterator[Item] | list[Item] = rendered()
         if args.prerender:
             if args.loop:
                 raise ValueError("--prerender and --loop: expected one of them, got both")
@@ -300,13 +308,6 @@ def main(argv: list[str] | None = None) -> int:
         def _finish() -> None:
             raise SystemExit(0)
 
-        orig_destroy = node.destroy_node
-
-        def destroy() -> None:
-            stop.set()
-            orig_destroy()
-
-        node.destroy_node = destroy
         node.create_timer(0.005, tick)
         log.info(
             f"scenario seed={args.seed} {scenario.n_frames} frames at {args.rate} Hz, "

@@ -12,7 +12,7 @@ seeded with `seed`: the same seed gives the same frames, byte for byte.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,7 +140,8 @@ class CameraFrame:
 
     @property
     def visibility(self) -> np.ndarray:
-        return (self.visible_pixels / np.maximum(self.projected_pixels, 1)).astype(np.float32)
+        visible = self.visible_pixels / np.maximum(self.projected_pixels, 1)
+        return np.asarray(visible, dtype=np.float32)
 
     def detections(
         self,
@@ -180,6 +181,12 @@ class Frame:
     objects: list[Object3D] = field(default_factory=list)
 
 
+def _xyz(values: Iterable[float]) -> tuple[float, float, float]:
+    """Three floats (a colour, a size, a point) as a typed 3-tuple."""
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
 def _lighting(rng: np.random.Generator) -> Lighting:
     """Random daylight: sun elevation 12-70 deg, clear to overcast, warm
     low sun to cool noon."""
@@ -193,16 +200,16 @@ def _lighting(rng: np.random.Generator) -> Lighting:
     ambient = (0.35 + 0.3 * overcast) * exposure
     grey = 0.55 + 0.2 * exposure
     clear_top = (0.25, 0.45, 0.85)
-    top = tuple(float(c * (1 - overcast) + grey * overcast) for c in clear_top)
-    horizon = tuple(
-        float(c * (1 - overcast) + (grey + 0.1) * overcast)
+    top = _xyz(c * (1 - overcast) + grey * overcast for c in clear_top)
+    horizon = _xyz(
+        c * (1 - overcast) + (grey + 0.1) * overcast
         for c in (0.75, 0.82 - 0.1 * warm, 0.92 - 0.25 * warm)
     )
     return Lighting(
         sun_dir=(math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)),
         sun=float(sun),
         ambient=float(ambient),
-        tint=tuple(float(t) for t in tint),
+        tint=_xyz(tint),
         sky_top=top,
         sky_horizon=horizon,
         fog_m=float(rng.uniform(150.0, 400.0) * (1.0 - 0.5 * overcast)),
@@ -288,7 +295,16 @@ class Scenario:
         d = v_rel * self.duration_s
         return (-60.0 - max(d, 0.0), self.view_range - min(d, 0.0))
 
-    def _add(self, rng, class_id, size, x, y, vx, palette) -> None:
+    def _add(
+        self,
+        rng: np.random.Generator,
+        class_id: int,
+        size: tuple[float, float, float],
+        x: float,
+        y: float,
+        vx: float,
+        palette: np.ndarray,
+    ) -> None:
         self.actors.append(
             Actor(len(self.actors) + 1, class_id, size, float(x), float(y), float(vx), 0.0, palette)
         )
@@ -472,10 +488,10 @@ class Scenario:
         return Object3D(
             id=a.id,
             class_id=a.class_id,
-            size=tuple(float(s) for s in a.size),
-            center_world=tuple(float(v) for v in b.center),
+            size=_xyz(a.size),
+            center_world=_xyz(b.center),
             yaw_world=float(b.yaw),
-            center_base=tuple(float(v) for v in c),
+            center_base=_xyz(c),
             yaw_base=float(yaw_b),
             velocity_world=(a.vx, a.vy, 0.0),
         )
