@@ -38,3 +38,27 @@ def test_run_reports_a_missing_model(tmp_path, capsys):
 
     assert main([str(tmp_path), "--model", str(tmp_path / "none.onnx")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_run_defaults_come_from_the_detector_spec():
+    from perception.cli.run import build_parser
+    from perception.config import DetectorParams
+
+    args = build_parser().parse_args(["x.jpg"])
+    spec = DetectorParams()
+    assert (args.conf, args.iou, args.max_det, args.runtime, args.threads) == (
+        spec.score_threshold,
+        spec.iou_threshold,
+        spec.max_detections,
+        spec.model.runtime,
+        spec.model.threads,
+    )
+
+
+def test_run_refuses_bad_values_with_the_spec_message(tmp_path, capsys):
+    from perception.cli.run import main
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    assert main([str(tmp_path), "--model", str(model), "--iou", "-1"]) == 2
+    assert "--iou (iou_threshold): expected a value in [0.0, 1.0]" in capsys.readouterr().err

@@ -9,10 +9,13 @@ YOLOX-Nano COCO model in ../shared/data is used when present. Writes to
 - detections.jsonl  one record per image / frame (boxes in original pixels,
                     score, class, track id for videos)
 - annotated images (<name>.jpg) or videos (<name>.mp4) with boxes and ids
-- summary.json      counts per class, stage timings (ms, p50/p95)
+- summary.json      counts per class, stage timings (ms, p50/p95; tracking_ms
+                    is the pipeline's time outside the engine: 2D tracking)
 
-and prints a summary table. No ROS needed: this is the same detector and
-tracker the nodes run.
+and prints a summary table. No ROS needed: every input is one camera of the
+same ROS-free pipeline the nodes drive (perception.pipeline), video frames
+stamped index / fps so the tracker sees real time steps. Detector and tracker
+defaults are the nodes' (perception/ros/specs/*.params.yaml).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from perception.cli.detect import add_detector_options
 from perception.core.errors import PerceptionError
 
 log = logging.getLogger("perception.cli.run")
@@ -36,6 +40,16 @@ log = logging.getLogger("perception.cli.run")
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO.parent / "shared" / "data" / "yolox_nano.onnx"
 COCO_LABELS = REPO / "config" / "coco80.labels"
+RUN_DETECTOR_OPTIONS = [
+    "model.runtime",
+    "model.device",
+    "model.precision",
+    "model.threads",
+    "score_threshold",
+    "iou_threshold",
+    "max_detections",
+]
+"""Detector parameters that are options here (see perception.cli.detect.DETECTOR_FLAGS)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,10 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="images, folders or videos")
     p.add_argument("--model", type=Path, default=None, help=f"model (default {DEFAULT_MODEL})")
     p.add_argument("--labels", type=Path, default=None, help="class names file, one per line")
-    p.add_argument("--runtime", default="onnxruntime")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--conf", type=float, default=0.3, help="score threshold")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    add_detector_options(p, RUN_DETECTOR_OPTIONS)
     p.add_argument("--max-frames", type=int, default=None, help="frames read per video")
     p.add_argument("--fps", type=float, default=None, help="video frame rate (default: the file's)")
     p.add_argument("--no-track", action="store_true", help="do not track objects in videos")
@@ -77,12 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     import cv2
 
-    from perception.cli.detect import detection_records, iter_inputs
-    from perception.core.detector import Detector
-    from perception.core.engines.config import EngineConfig
-    from perception.core.engines.factory import create_engine
+    from perception.cli.detect import detection_records, detector_params, iter_inputs
+    from perception.config import ParameterError, TrackerParams
     from perception.core.overlay import TrailHistory, draw_overlay
-    from perception.core.tracking.multi import MultiCameraTracker
+    from perception.pipeline import CameraFrame, DetectionStage, Pipeline, build_detector
 
     model = args.model or DEFAULT_MODEL
     if not model.is_file():
@@ -95,18 +104,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = args.labels
     if labels is None and args.model is None:
         labels = COCO_LABELS  # the default YOLOX-Nano carries no class names
+    try:
+        params = detector_params(
+            args, str(model), RUN_DETECTOR_OPTIONS, **{"model.labels_file": str(labels or "")}
+        )
+    except ParameterError as exc:
+        print(f"perception-run: {exc}", file=sys.stderr)
+        return 2
     out = args.out or REPO / "out" / time.strftime("run-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(
-            EngineConfig(model_path=str(model), runtime=args.runtime, device=args.device)
+        detector = build_detector(
+            params.model,
+            score_threshold=params.score_threshold,
+            iou_threshold=params.iou_threshold,
+            max_detections=params.max_detections,
         )
-        detector = Detector(engine, conf=args.conf, iou=args.iou, labels_file=labels)
     except (PerceptionError, ValueError) as exc:
         print(f"perception-run: {exc}", file=sys.stderr)
         return 1
+    engine = detector.engine
     names = detector.class_names
-    tracker = None if args.no_track else MultiCameraTracker()
+    tracker = None if args.no_track else TrackerParams().to_config()
+    pipelines: dict[str, Pipeline] = {}  # one camera per input
     trails: dict[str, TrailHistory] = defaultdict(TrailHistory)  # per video
     errors: list[str] = []
     writers: dict[str, Any] = {}
@@ -118,17 +138,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     with (out / "detections.jsonl").open("w") as jsonl:
         for source, index, image in iter_inputs(args.inputs, args.max_frames, errors):
-            det = detector.detect([image], frame_ids=[source])[0]
-            t = detector.last_timings
-            timings["preprocess_ms"].append(t.preprocess_ms)
-            timings["inference_ms"].append(t.inference_ms)
-            timings["postprocess_ms"].append(t.postprocess_ms)
-            if index is not None and tracker is not None:
+            video = index is not None
+            pipeline = pipelines.get(source)
+            if pipeline is None:
+                stage = DetectionStage(detector, [source], tracker=tracker if video else None)
+                pipeline = pipelines[source] = Pipeline(stage)
+            stamp_ns = 0
+            if video:
                 fps = fps_of.setdefault(source, args.fps or _video_fps(Path(source)))
-                det = _stamped(det, round(index * 1e9 / fps))
-                t0 = time.perf_counter()
-                det = tracker.update(det)
-                timings["tracking_ms"].append((time.perf_counter() - t0) * 1e3)
+                stamp_ns = round(index * 1e9 / fps)
+            frame = CameraFrame(camera=source, image=image, stamp_ns=stamp_ns, frame_id=source)
+            t0 = time.perf_counter()
+            try:
+                (result,) = pipeline.process([frame])
+            except PerceptionError as exc:
+                errors.append(f"{source}" + (f"#{index}" if video else "") + f": {exc}")
+                continue
+            wall_ms = (time.perf_counter() - t0) * 1e3
+            for stage_name in ("preprocess_ms", "inference_ms", "postprocess_ms"):
+                timings[stage_name].append(result.latency[stage_name])
+            det = result.detections
+            if result.tracks is not None:
+                det = result.tracks
+                timings["tracking_ms"].append(max(wall_ms - result.engine_ms, 0.0))
                 tracks[source].update(int(i) for i in det.track_ids if i >= 0)
             frames += 1
             counts.update(names[c] if 0 <= c < len(names) else str(c) for c in det.class_ids)
@@ -144,24 +176,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 + "\n"
             )
             trail = None
-            if index is not None and tracker is not None:
+            if result.tracks is not None:
                 trail = trails[source]
                 trail.update(det)
             drawn = draw_overlay(image, det, names, trails=trail, copy=False)
             name = Path(source).stem
-            if index is None:
+            if not video:
                 cv2.imwrite(str(out / f"{name}.jpg"), drawn)
             else:
                 if source not in writers:
                     writers[source] = cv2.VideoWriter(
                         str(out / f"{name}.mp4"),
                         cv2.VideoWriter_fourcc(*"mp4v"),
-                        fps_of.get(source) or _video_fps(Path(source)),
+                        fps_of[source],
                         (w, h),
                     )
                 writers[source].write(drawn)
     for wr in writers.values():
         wr.release()
+    engine.close()
     wall = time.perf_counter() - t_start
     summary = {
         "model": str(model),
@@ -198,13 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  error: {e}", file=sys.stderr)
     print(f"output: {out}")
     return 1 if errors and frames == 0 else 0
-
-
-def _stamped(det: Any, stamp_ns: int) -> Any:
-    """Copy of `det` stamped with the frame time (video frames have no stamp)."""
-    from dataclasses import replace
-
-    return replace(det, stamp_ns=stamp_ns)
 
 
 if __name__ == "__main__":
