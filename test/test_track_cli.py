@@ -87,3 +87,19 @@ def test_cli_runs_as_module(tmp_path: Path) -> None:
     )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 60 and lines[0].startswith("1,")
+
+
+def test_cli_options_come_from_the_tracker_spec(tmp_path: Path, caplog) -> None:
+    """Every tracker parameter is an option with the spec's default; a bad value
+    is refused with the spec's (or the tracker's) message naming the option."""
+    from perception.cli.track import build_parser
+    from perception.config import TrackerParams
+
+    args = build_parser().parse_args(["det.txt", "--fps", "25"])
+    assert {k: getattr(args, k) for k in TrackerParams.specs()} == TrackerParams().to_flat()
+    det = tmp_path / "det.txt"
+    write_dets(det)
+    assert main([str(det), "--fps", "25", "--high-score", "2"]) == 2
+    assert "--high-score (high_score): expected a value in [0.0, 1.0], got 2.0" in caplog.text
+    assert main([str(det), "--fps", "25", "--low-score", "0.7", "--high-score", "0.6"]) == 2
+    assert "--low-score (low_score): expected <= high_score" in caplog.text

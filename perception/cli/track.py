@@ -6,7 +6,9 @@ Reads `frame, id, x, y, w, h, score, ...` rows (id ignored), turns frame
 numbers into stamps with `--fps` (so the tracker sees real time steps, exactly
 as in ROS), runs `perception.core.tracking.Tracker` and writes the tracked
 boxes as `frame, track_id, x, y, w, h, score, -1, -1, -1`. Every tracker
-parameter is an option (see --help), for evaluation and tuning.
+parameter is an option (see --help), for evaluation and tuning, with the
+default, description and checks of perception/ros/specs/tracker.params.yaml
+(the tracker node's).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 
-from perception.core.tracking import Tracker, TrackerConfig, TrackerConfigError
+from perception.cli.spec_options import add_spec_option, params_from_options
+from perception.config import ParameterError, TrackerParams
+from perception.core.tracking import Tracker
 from perception.core.tracking.motchallenge import (
     MotFormatError,
     frames_from_mot,
@@ -36,6 +39,10 @@ def _image_size(text: str) -> tuple[int, int]:
     if w < 0 or h < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative sizes, got {text!r}")
     return w, h
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,24 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="WIDTHxHEIGHT of the images (used when coasting lost tracks)",
     )
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    g = p.add_argument_group("tracker parameters (defaults of TrackerConfig)")
-    defaults = TrackerConfig()
-    for f in fields(TrackerConfig):
-        opt = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            g.add_argument(
-                opt,
-                action=argparse.BooleanOptionalAction,
-                default=default,
-                help=f"(default {default})",
-            )
-        elif f.name == "solver":
-            g.add_argument(
-                opt, choices=["lap", "scipy"], default=default, help=f"(default {default})"
-            )
-        else:
-            g.add_argument(opt, type=type(default), default=default, help=f"(default {default})")
+    g = p.add_argument_group("tracker parameters (tracker.params.yaml, as the tracker node)")
+    for name, spec in TrackerParams.specs().items():
+        add_spec_option(g, _flag(name), spec)
     return p
 
 
@@ -90,11 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 on bad input)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    names = list(TrackerParams.specs())
     try:
-        cfg = TrackerConfig(**{f.name: getattr(args, f.name) for f in fields(TrackerConfig)})
-    except TrackerConfigError as exc:
+        params = params_from_options(
+            TrackerParams, {n: getattr(args, n) for n in names}, {n: _flag(n) for n in names}
+        )
+    except ParameterError as exc:
         _LOG.error("bad tracker parameter: %s", exc)
         return 2
+    cfg = params.to_config()
     if not args.fps > 0:
         _LOG.error("--fps: expected > 0, got %s", args.fps)
         return 2
