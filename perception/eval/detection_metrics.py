@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from perception.core.nms import box_iou
 
@@ -66,23 +67,22 @@ def match_detections(
     return labels
 
 
-def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> float:
+def average_precision(scores: npt.ArrayLike, tp: npt.ArrayLike, n_gt: int) -> float:
     """VOC all-point AP from pooled detections: scores, TP flags (1/0), and the
     number of GT boxes. NaN when there is no GT (undefined, not zero)."""
     if n_gt < 0:
         raise ValueError(f"n_gt: expected >= 0, got {n_gt}")
     if n_gt == 0:
         return float("nan")
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    tp = np.asarray(tp, np.float64).reshape(-1)
-    if len(tp) != len(scores):
-        raise ValueError(f"tp: expected {len(scores)} flags, got {len(tp)}")
-    if len(scores) == 0:
+    score = np.asarray(scores, np.float64).reshape(-1)
+    flag = np.asarray(tp, np.float64).reshape(-1)
+    if len(flag) != len(score):
+        raise ValueError(f"tp: expected {len(score)} flags, got {len(flag)}")
+    if len(score) == 0:
         return 0.0
-    order = np.argsort(-scores, kind="stable")
-    tp = tp[order]
-    ctp = np.cumsum(tp)
-    cfp = np.cumsum(1.0 - tp)
+    flag = flag[np.argsort(-score, kind="stable")]
+    ctp = np.cumsum(flag)
+    cfp = np.cumsum(1.0 - flag)
     recall = ctp / n_gt
     precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
     mrec = np.concatenate([[0.0], recall, [1.0]])

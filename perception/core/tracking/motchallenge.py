@@ -6,10 +6,10 @@ top-left/size boxes in pixels; detection files carry id -1 (ignored here).
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -24,9 +24,10 @@ class MotFormatError(ValueError):
     """A MOTChallenge file has the wrong layout."""
 
 
-def read_mot(source: str | os.PathLike[str] | io.TextIOBase) -> np.ndarray:
-    """(N, >=7) float64 rows of a MOTChallenge file (empty lines ignored)."""
-    text = source.read() if hasattr(source, "read") else Path(source).read_text()
+def read_mot(source: str | os.PathLike[str] | TextIO) -> np.ndarray:
+    """(N, >=7) float64 rows of a MOTChallenge file (a path, or an open text
+    stream such as sys.stdin; empty lines ignored)."""
+    text = Path(source).read_text() if isinstance(source, str | os.PathLike) else source.read()
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -89,7 +90,7 @@ def frames_from_mot(
         )
 
 
-def write_mot_tracks(out: io.TextIOBase, results: Iterable[tuple[int, Detections]]) -> int:
+def write_mot_tracks(out: TextIO, results: Iterable[tuple[int, Detections]]) -> int:
     """Write `frame,id,x,y,w,h,score,-1,-1,-1` rows of tracked boxes; returns
     the number of rows."""
     n = 0
