@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stage = DetectionStage(detector, [source], tracker=tracker if video else None)
                 pipeline = pipelines[source] = Pipeline(stage)
             stamp_ns = 0
-            if video:
+            if index is not None:
                 fps = fps_of.setdefault(source, args.fps or _video_fps(Path(source)))
                 stamp_ns = round(index * 1e9 / fps)
             frame = CameraFrame(camera=source, image=image, stamp_ns=stamp_ns, frame_id=source)
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if source not in writers:
                     writers[source] = cv2.VideoWriter(
                         str(out / f"{name}.mp4"),
-                        cv2.VideoWriter_fourcc(*"mp4v"),
+                        cv2.VideoWriter.fourcc(*"mp4v"),
                         fps_of[source],
                         (w, h),
                     )
@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wr.release()
     engine.close()
     wall = time.perf_counter() - t_start
-    summary = {
+    summary: dict[str, Any] = {
         "model": str(model),
         "engine": engine.info.name,
         "runtime": engine.info.runtime,
