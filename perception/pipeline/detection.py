@@ -56,9 +56,7 @@ class DetectionStage:
         self.max_age_ms = float(max_age_ms)
         self.log = log if log is not None else ThrottledLog()
         self.slots: LatestFrameSlots[CameraFrame] = LatestFrameSlots(self.cameras)
-        self.errors: dict[str, defaultdict[str, int]] = {
-            c: defaultdict(int) for c in self.cameras
-        }
+        self.errors: dict[str, defaultdict[str, int]] = {c: defaultdict(int) for c in self.cameras}
         self.latency = {c: LatencyStats(STAGES) for c in self.cameras}
         self.rates = {c: RateMeter() for c in self.cameras}
         self.batches = 0

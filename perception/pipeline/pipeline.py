@@ -92,9 +92,7 @@ class Pipeline:
         self.fusion: dict[str, FusionStage] = dict(fusion or {})
         unknown = set(self.fusion) - set(detection.cameras)
         if unknown:
-            raise ValueError(
-                f"fusion: cameras {sorted(unknown)} are not among {detection.cameras}"
-            )
+            raise ValueError(f"fusion: cameras {sorted(unknown)} are not among {detection.cameras}")
 
     @property
     def cameras(self) -> list[str]:

@@ -49,7 +49,6 @@ from perception.ros.runner import run_node
 __all__ = ["LATENCY_FIELDS", "DetectorLifecycleNode", "DetectorNode", "main"]
 
 
-
 @dataclass
 class _CameraIO:
     """One camera's parameters, subscriptions and publishers (by output name)."""

@@ -18,7 +18,6 @@ override reaches every node of a kind.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib
 import sys
 import tempfile
@@ -27,9 +26,10 @@ from typing import Any
 
 import yaml
 
+from perception.config.files import TYPE_KEY, flatten, load_config, parse_value
 from perception.core.errors import PerceptionError
 
-__all__ = ["NODE_TYPES", "build_nodes", "main"]
+__all__ = ["NODE_TYPES", "TYPE_KEY", "build_nodes", "flatten", "load_config", "main", "parse_value"]
 
 NODE_TYPES = {
     "detector": "perception.ros.detector_node:DetectorNode",
@@ -38,7 +38,6 @@ NODE_TYPES = {
     "fusion": "perception.ros.fusion_node:FusionNode",
     "overlay": "perception.ros.overlay_node:OverlayNode",
 }
-TYPE_KEY = "perception.node_type"
 
 
 def _node_class(kind: str) -> Any:
@@ -46,60 +45,6 @@ def _node_class(kind: str) -> Any:
         raise ValueError(f"{TYPE_KEY}: expected one of {sorted(NODE_TYPES)}, got {kind!r}")
     module, cls = NODE_TYPES[kind].split(":")
     return getattr(importlib.import_module(module), cls)
-
-
-def _parse_value(text: str) -> Any:
-    """YAML scalar or list; empty text is the empty string (YAML would say null,
-    which rcl refuses)."""
-    return yaml.safe_load(text) if text.strip() else ""
-
-
-def _target_nodes(data: dict[str, Any], node: str, item: str) -> list[str]:
-    """Node names an override addresses: a pattern must match a node of the
-    file (a typo would otherwise be silently ignored); a plain name may add one."""
-    if not any(ch in node for ch in "*?["):
-        return [node]
-    names = [n for n in data if fnmatch.fnmatchcase(n, node)]
-    if not names:
-        raise ValueError(f"--set {item!r}: {node!r} matches none of the nodes {list(data)}")
-    return names
-
-
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested YAML maps -> dotted parameter names (what rcl does with them)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
-    """Read the parameter file (flattened to dotted names) and apply
-    `node.param=value` overrides (node may be a pattern, see the module doc)."""
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of node names, got {type(data).__name__}")
-    for body in data.values():
-        if isinstance(body, dict) and isinstance(body.get("ros__parameters"), dict):
-            body["ros__parameters"] = flatten(body["ros__parameters"])
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        node, dot, param = key.partition(".")
-        if not sep or not dot or not param:
-            raise ValueError(f"--set {item!r}: expected NODE.PARAM=VALUE")
-        for name in _target_nodes(data, node, item):
-            params = data.setdefault(name, {}).setdefault("ros__parameters", {})
-            params[param] = _parse_value(value)
-    for name, body in data.items():
-        params = (body or {}).get("ros__parameters")
-        if not isinstance(params, dict) or TYPE_KEY not in params:
-            raise ValueError(f"{path}: node {name!r}: expected ros__parameters with {TYPE_KEY}")
-        _node_class(params[TYPE_KEY])
-    return data
 
 
 def build_nodes(data: dict[str, Any], context: Any = None) -> list[Any]:
