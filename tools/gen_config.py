@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from perception.config.base import SpecParams
 from perception.config.mixins import Tracker3DConfigMixin, TrackerConfigMixin
@@ -109,6 +109,9 @@ def _comment(text: str, indent: str) -> list[str]:
 
 def _field(name: str, spec: ParamSpec, indent: str) -> list[str]:
     ann = PY_TYPES[spec.type]
+    if spec.type == "string" and spec.choices:
+        # a closed set of strings: mypy checks every use against it
+        ann = f"Literal[{', '.join(_literal(c) for c in spec.choices)}]"
     if spec.type.endswith("_array"):
         items = [_literal(x) for x in spec.default]
         one_line = f"{indent}{name}: {ann} = ({', '.join(items)}{',' if len(items) == 1 else ''})"

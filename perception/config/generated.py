@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from perception.config.base import SpecParams
 from perception.config.mixins import Tracker3DConfigMixin, TrackerConfigMixin
@@ -46,20 +46,20 @@ class DetectorModelParams(SpecParams):
     path: str = ""
     #: Inference runtime. Nothing falls back to another runtime unless model.fallback_runtime is
     #: set.
-    runtime: str = "onnxruntime"
+    runtime: Literal["onnxruntime", "tensorrt", "torch_tensorrt", "torch"] = "onnxruntime"
     #: 'cpu', 'cuda' or 'cuda:N'.
     device: str = "cpu"
     #: Precision of compiled engines (tensorrt, torch_tensorrt).
-    precision: str = "fp32"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
     #: Output layout of the model; auto detects it from metadata and output shapes.
-    family: str = "auto"
+    family: Literal["auto", "yolov8", "yolox", "rtdetr", "yolo_e2e"] = "auto"
     #: Class names, one per line, when the model carries none in its metadata.
     labels_file: str = ""
     #: Fold the uint8->float conversion and 1/255 scale into the model's first convolution (ONNX
     #: Runtime CPU/CUDA, models whose input feeds only Conv, needs the onnx package): auto = when
     #: possible, else the float path with the reason logged; required = start-up error when not
     #: possible; disabled = float path.
-    pixel_input: str = "auto"
+    pixel_input: Literal["auto", "required", "disabled"] = "auto"
     #: ONNX Runtime on the CPU: run the model with exact graph rewrites (the YOLOv8/YOLO11 box
     #: head's softmax as whole-tensor operations, YOLO11n 14-16 % faster on 2 cores; needs the onnx
     #: package; models without the pattern run as given).
@@ -68,7 +68,7 @@ class DetectorModelParams(SpecParams):
     cache_dir: str = ""
     #: Runtime that serves (on the CPU) while a compiled engine builds in the background; empty =
     #: none.
-    fallback_runtime: str = ""
+    fallback_runtime: Literal["", "onnxruntime", "torch"] = ""
     #: Model file of the fallback engine (e.g. the .onnx twin of a TorchScript model); empty =
     #: model.path.
     fallback_model_path: str = ""
@@ -114,7 +114,7 @@ class DetectorParams(SpecParams):
     #: Most detections published per image.
     max_detections: int = 300
     #: ObjectHypothesis.class_id as the class name or as the numeric id (as a string).
-    class_format: str = "name"
+    class_format: Literal["name", "id"] = "name"
     #: Frames older than this (since arrival) when the engine is free are dropped and counted; 0 =
     #: no limit.
     max_age_ms: float = 250.0
@@ -150,7 +150,7 @@ class CameraQosParams(SpecParams):
     GROUP: ClassVar[str] = "qos."
 
     #: Subscription reliability; best_effort matches every publisher (sensor-data default).
-    reliability: str = "best_effort"
+    reliability: Literal["best_effort", "reliable"] = "best_effort"
     #: Subscription queue depth; only the newest frame is ever used.
     depth: int = 1
 
@@ -172,7 +172,7 @@ class CameraParams(SpecParams):
     #: (image_transport naming).
     topic: str = ""
     #: raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage on <topic>/compressed.
-    transport: str = "raw"
+    transport: Literal["raw", "compressed"] = "raw"
     #: Optional sensor_msgs/CameraInfo topic; its absence is counted and reported in diagnostics.
     camera_info_topic: str = ""
     #: Override of the header frame_id of the outputs; empty = keep the image's frame_id.
@@ -198,7 +198,7 @@ class FusionParams(SpecParams):
 
     #: depth: lift 2D detections with a registered depth image; lidar: fit boxes to PointCloud2
     #: points in each detection's frustum.
-    mode: str = "depth"
+    mode: Literal["depth", "lidar"] = "depth"
     #: vision_msgs/Detection2DArray in (use the detector's ~/<camera>/tracks to carry 2D track ids
     #: into 3D).
     detections_topic: str = "detections"
@@ -214,7 +214,7 @@ class FusionParams(SpecParams):
     #: publisher; across processes large depth images and clouds need reliable plus
     #: config/fastdds_large_images.xml (best effort loses fragmented messages with the default
     #: transports).
-    qos_reliability: str = "best_effort"
+    qos_reliability: Literal["best_effort", "reliable"] = "best_effort"
     #: Frame of the published 3D objects and of 3D tracking.
     target_frame: str = "base_link"
     #: Row-major 4x4 transform from the camera optical frame to target_frame (default: optical axes
@@ -249,7 +249,7 @@ class FusionParams(SpecParams):
     #: numeric ids.
     class_names: tuple[str, ...] = ()
     #: ObjectHypothesis.class_id of the outputs as the name or the numeric id.
-    class_format: str = "name"
+    class_format: Literal["name", "id"] = "name"
     #: Track objects in target_frame (position, velocity, covariance; 2D track ids carried over).
     tracking: bool = True
     #: Also publish ~/objects_predicted, the tracks moved to the publish time with their motion
@@ -297,7 +297,7 @@ class OverlayImageQosParams(SpecParams):
     GROUP: ClassVar[str] = "image_qos."
 
     #: Reliability of the image subscription; best_effort matches every publisher.
-    reliability: str = "best_effort"
+    reliability: Literal["best_effort", "reliable"] = "best_effort"
 
     @classmethod
     def _from_resolved(cls, v: Mapping[str, Any]) -> OverlayImageQosParams:
@@ -318,7 +318,7 @@ class OverlayPredictionParams(SpecParams):
     max_horizon_s: float = 0.5
     #: When the image is older than the newest tracks - refuse (no boxes), hold (boxes as they are)
     #: or extrapolate (moved back along the velocity).
-    past: str = "hold"
+    past: Literal["refuse", "hold", "extrapolate"] = "hold"
     #: Also draw the unpredicted (measured) boxes, dashed.
     show_source: bool = False
 
@@ -389,7 +389,7 @@ class OverlayParams(SpecParams):
     image_topic: str = "/camera/image_raw"
     #: raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage on
     #: <image_topic>/compressed.
-    transport: str = "raw"
+    transport: Literal["raw", "compressed"] = "raw"
     image_qos: OverlayImageQosParams = field(default_factory=OverlayImageQosParams)
     #: Tracks to draw (vision_msgs/Detection2DArray, track id in Detection2D.id), stamped with their
     #: image's stamp.
@@ -526,7 +526,7 @@ class TrackerParams(TrackerConfigMixin):
     #: Initial velocity std, fraction of size per second (> 0).
     init_vel_noise: float = 1.0
     #: Assignment solver: lap (lap.lapjv) or scipy (scipy.optimize.linear_sum_assignment).
-    solver: str = "lap"
+    solver: Literal["lap", "scipy"] = "lap"
 
     @classmethod
     def _from_resolved(cls, v: Mapping[str, Any]) -> TrackerParams:
@@ -617,7 +617,7 @@ class TrackerNodeParams(SpecParams):
     #: Class names, index = class id; empty = numeric ids.
     class_names: tuple[str, ...] = ()
     #: ObjectHypothesis.class_id of the outputs as the name or the numeric id.
-    class_format: str = "name"
+    class_format: Literal["name", "id"] = "name"
     #: Queue depth of the subscriptions and publishers (reliable).
     qos_depth: int = 10
 

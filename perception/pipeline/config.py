@@ -3,8 +3,6 @@ nodes, replay, the CLIs and the benchmarks)."""
 
 from __future__ import annotations
 
-from typing import Literal, cast
-
 from perception.config.generated import FusionParams, Tracker3DParams
 from perception.config.transforms import rigid_transform
 from perception.pipeline.fusion import FusionSettings
@@ -16,7 +14,7 @@ def fusion_settings(p: FusionParams, tracker3d: Tracker3DParams | None = None) -
     """The fusion stage's settings from the fusion node's parameters."""
     cloud = p.T_camera_from_cloud
     return FusionSettings(
-        mode=cast(Literal["depth", "lidar"], p.mode),
+        mode=p.mode,
         target_frame=p.target_frame,
         T_target_from_camera=rigid_transform("T_target_from_camera", p.T_target_from_camera),
         T_camera_from_cloud=rigid_transform("T_camera_from_cloud", cloud) if cloud else None,

@@ -194,13 +194,14 @@ class Tracks3D:
             raise ValueError(
                 f"Tracks3D.orientation: expected one of {list(ORIENTATION)}, got {orientation!r}"
             )
+        arrays: dict[str, Any] = out  # None entries are allowed by the fields that take them
         return cls(
             class_names=names,
             track_ids=tids,
             frame_id=str(kw.get("frame_id", "")),
             stamp_ns=int(kw.get("stamp_ns", 0)),
             orientation=orientation,
-            **out,
+            **arrays,
         )
 
     def __len__(self) -> int:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -120,9 +121,7 @@ class DetectorDriver:
             score_threshold=p.score_threshold,
             iou_threshold=p.iou_threshold,
             max_detections=p.max_detections,
-            on_progress=lambda s: self.node.get_logger().info(
-                f"engine build: {s}", throttle_duration_sec=2.0
-            ),
+            on_progress=self._on_build_progress,
         )
         self.stage = DetectionStage(
             detector,
@@ -137,6 +136,9 @@ class DetectorDriver:
             f"{facts['family']}, {facts['classes']} classes, {len(self.cameras)} camera(s), "
             f"pixel input {facts['pixel_input']}"
         )
+
+    def _on_build_progress(self, status: Any) -> None:
+        self.node.get_logger().info(f"engine build: {status}", throttle_duration_sec=2.0)
 
     def create_publishers(self) -> None:
         make = getattr(self.node, "create_lifecycle_publisher", self.node.create_publisher)
@@ -201,13 +203,13 @@ class DetectorDriver:
         msg_type = CompressedImage if compressed else Image
         qos = sensor_qos(cam.cfg.qos.reliability, cam.cfg.qos.depth)
         events = SubscriptionEventCallbacks(
-            incompatible_qos=lambda info, c=cam, t=topic: self._on_incompatible_qos(c, t, info)
+            incompatible_qos=partial(self._on_incompatible_qos, cam, topic)
         )
-        on_image = lambda msg, c=cam: self._on_image(c, msg)  # noqa: E731
+        on_image = partial(self._on_image, cam)
         sub = self.node.create_subscription(msg_type, topic, on_image, qos, event_callbacks=events)
         cam.subs.append(sub)
         if cam.cfg.camera_info_topic:
-            on_info = lambda _msg, c=cam: setattr(c, "info_received", True)  # noqa: E731
+            on_info = partial(self._on_info, cam)
             cam.subs.append(
                 self.node.create_subscription(
                     CameraInfo, cam.cfg.camera_info_topic, on_info, qos_profile_sensor_data
@@ -215,6 +217,10 @@ class DetectorDriver:
             )
         kind = f"{msg_type.__name__}, {cam.cfg.qos.reliability}"
         self.log.info(f"camera {cam.name}: {topic} ({kind})")
+
+    @staticmethod
+    def _on_info(cam: _CameraIO, _msg: CameraInfo) -> None:
+        cam.info_received = True
 
     def _on_incompatible_qos(self, cam: _CameraIO, topic: str, info: Any) -> None:
         other = "reliable" if cam.cfg.qos.reliability == "best_effort" else "best_effort"
@@ -240,7 +246,7 @@ class DetectorDriver:
         stage.submit(
             CameraFrame(
                 camera=cam.name,
-                image=lambda m=msg: decode(m),
+                image=partial(decode, msg),
                 stamp_ns=msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
                 frame_id=cam.cfg.frame_id or msg.header.frame_id,
                 receive_ns=time.monotonic_ns(),

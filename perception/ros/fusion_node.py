@@ -173,6 +173,7 @@ class FusionNode(Node):
     def _publish_autoware(self, predicted: Objects3D, covs: np.ndarray) -> None:
         from perception.ros.autoware import Tracks3D, build_tracked_objects_msg
 
+        assert self.pub_autoware is not None
         names = [
             self.class_names[c] if 0 <= c < len(self.class_names) else "unknown"
             for c in predicted.class_ids.tolist()

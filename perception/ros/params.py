@@ -115,6 +115,7 @@ def declare_from_spec(
         full = prefix + name
         default = spec.default
         try:
+            param: Parameter[Any]
             if isinstance(default, list) and not default:
                 # An empty list carries no type: declare by type, read back as [].
                 param = node.declare_parameter(full, _TYPES[spec.type][1], descriptor(spec, full))

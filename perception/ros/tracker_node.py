@@ -84,7 +84,7 @@ class TrackerNode(Node):
             raise ParameterError(f"tracker_node: {exc}") from exc
         self.params = p
         self.class_names: list[str] = [n for n in p.class_names if n]
-        self.class_format: str = p.class_format
+        self.class_format = p.class_format
         self.qos_depth: int = p.qos_depth
         self._config = self.tracker_params.to_config()
         self.trackers = [MultiCameraTracker(self._config) for _ in self.input_topics]

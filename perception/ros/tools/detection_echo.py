@@ -12,6 +12,7 @@ ids survive conversion and transport (remap `in`/`out` as needed).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
@@ -25,7 +26,7 @@ from perception.ros.runner import run_node
 class DetectionEcho(Node):
     """Subscribes `in`, publishes `out` after a full round trip through `Detections`."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__("detection_echo", **kwargs)
         self.declare_parameter(
             "class_names",

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 msg = CompressedImage(format="jpeg", data=buf.tobytes())
             else:
                 code = {"bgr8": None, "rgb8": cv2.COLOR_BGR2RGB, "bgra8": cv2.COLOR_BGR2BGRA}
-                out = img if code[args.encoding] is None else cv2.cvtColor(img, code[args.encoding])
+                conv = code[args.encoding]
+                out = img if conv is None else cv2.cvtColor(img, conv)
                 msg = Image(height=h, width=w, encoding=args.encoding, step=out.strides[0])
                 msg.data = np.ascontiguousarray(out).tobytes()
             msg.header.stamp = stamp
