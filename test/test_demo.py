@@ -71,6 +71,66 @@ def test_centre_errors_nearest_within_gate():
     assert ce["matched"] == 1.0 and ce["unmatched"] == 1.0
 
 
+def test_demo_runs_the_shipped_pipeline_file_with_few_overrides():
+    """The demo's pipeline is config/pipeline_carla.yaml; its overrides touch
+    only the model, the demo's QoS and frame age, and class names that differ."""
+    from perception.demo import topology
+    from perception.demo.app import DemoError, main, resolve_model  # the public names
+
+    assert callable(main) and callable(resolve_model) and issubclass(DemoError, RuntimeError)
+    topo = topology.load_topology(topology.SCENARIO_CONFIG, [])
+    assert topo.config.name == "pipeline_carla.yaml"
+    assert (topo.detector, topo.cameras) == ("detector", ("rgb_front", "rgb_left", "rgb_right"))
+    assert topo.fusion == ("fusion_front", "fusion_left", "fusion_right")
+    assert (topo.overlay, topo.overlay_topic) == ("overlay_front", "/overlay_front/image")
+    model = Path("/models/m.onnx")
+    same = topology.demo_overrides(topo, model, None, ["car", "pedestrian", "cyclist"])
+    touched = {item.split("=", 1)[0] for item in same}
+    qos = {f"detector.cameras.{c}.qos.{k}" for c in topo.cameras for k in ("reliability", "depth")}
+    assert touched == {"detector.model.path", "detector.max_age_ms",
+                       "overlay_front.image_qos.reliability"} | qos  # fmt: skip
+    coco = topology.demo_overrides(topo, model, Path("/l.labels"), ["person", "car"])
+    params = topology.load_topology(topology.SCENARIO_CONFIG, coco).params
+    assert params["detector"]["model.path"] == str(model)
+    assert params["detector"]["model.labels_file"] == "/l.labels"
+    assert params["detector"]["max_age_ms"] == 0.0
+    for node in ("fusion_front", "fusion_left", "fusion_right", "overlay_front"):
+        assert params[node]["class_names"] == ["person", "car"], node
+    argv = topology.pipeline_argv(topo, coco)
+    assert argv[1:4] == ["-m", "perception.ros.run_config", str(topology.SCENARIO_CONFIG)]
+    assert argv[4::2] == ["--set"] * len(coco) and argv[5::2] == coco
+    video = topology.load_topology(topology.VIDEO_CONFIG, [])
+    assert (video.cameras, video.fusion, video.overlay) == (("camera",), (), "overlay")
+    with pytest.raises(DemoError, match="node_type"):
+        topology.load_topology(topology.SCENARIO_CONFIG, ["nosuchnode.x=1"])
+
+
+def test_bag_images_are_extracted_as_frames(tmp_path):
+    """--video BAG: the images of one topic become numbered PNGs (decoded with
+    perception.ros.images, the nodes' own decoder); a missing topic is refused."""
+    pytest.importorskip("rosbags")
+    pytest.importorskip("sensor_msgs.msg")
+    import cv2
+
+    from perception.demo.sources import extract_bag_images, is_bag
+    from perception.demo.topology import DemoError
+    from perception.sim import Scenario, default_rig
+    from perception.sim.bag import write_bag
+    from perception.sim.layout import SimLayout
+
+    sc = Scenario(5, duration_s=0.5, rate_hz=10.0, rig=default_rig(128, 72))
+    bag = tmp_path / "bag"
+    write_bag(bag, sc, ground_truth=False)
+    assert is_bag(bag)
+    topic = SimLayout().image_topic("rgb_left")
+    frames = sorted(extract_bag_images(bag, tmp_path / "frames", topic, 3).iterdir())
+    assert len(frames) == 3
+    img = cv2.imread(str(frames[0]))
+    assert img.shape == (72, 128, 3) and img.any()
+    with pytest.raises(DemoError, match="expected an image topic"):
+        extract_bag_images(bag, tmp_path / "none", "/no/such/image", 3)
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_demo_short_scenario_end_to_end(tmp_path):
@@ -99,6 +159,7 @@ def test_demo_short_scenario_end_to_end(tmp_path):
     assert ok and frame.shape[:2] == (270, 480)
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["exit_codes"] == {"source": 0, "pipeline": 0}
+    assert report["run"]["pipeline"]["config"] == "config/pipeline_carla.yaml"
     for cam in ("rgb_front", "rgb_left", "rgb_right"):
         assert report["frames"][cam]["published"] == 20, report["frames"]
         assert report["frames"][cam]["processed"] >= 14, report["frames"]

@@ -63,14 +63,14 @@ def line_chart(
     pw, ph = _W - _R - _L, _H - _B - _T
     for k in range(6):
         v = x0 + (x1 - x0) * k / 5
-        x = int(_L + pw * k / 5)
-        cv2.putText(img, f"{v:.3g}", (x - 10, _H - _B + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+        tx = int(_L + pw * k / 5)
+        cv2.putText(img, f"{v:.3g}", (tx - 10, _H - _B + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                     (0, 0, 0), 1)  # fmt: skip
     cv2.putText(img, xlabel, (_L + pw // 2 - 30, _H - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (0, 0, 0), 1)  # fmt: skip
-    for i, (name, (x, y)) in enumerate(series.items()):
+    for i, (name, (xv, yv)) in enumerate(series.items()):
         colour = _COLOURS[i % len(_COLOURS)]
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        x, y = np.asarray(xv, np.float64), np.asarray(yv, np.float64)
         if len(x):
             px = _L + (x - x0) / (x1 - x0) * pw
             py = _H - _B - np.clip(y, 0, ymax) / ymax * ph
