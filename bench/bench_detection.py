@@ -10,8 +10,9 @@ Measurements on the same model file and the same frames:
   the engine's graph rewrites (perception/core/engines/graph_rewrites.py),
   so that "ours / bare.rw" is the pipeline's overhead around the graph it
   actually runs;
-* ours: `Detector.detect` end to end (preprocess + inference + decode + NMS +
-  mapping to original pixels), interleaved with the bare runs so all see the
+* ours: the pipeline's detection stage end to end (`DetectionStage.process`:
+  one camera per frame, one engine call; preprocess + inference + decode + NMS
+  + mapping to original pixels), interleaved with the bare runs so all see the
   same machine load. It uses pixel input where the model allows it (uint8
   into a second session of the same engine, with the 1/255 scale folded into
   the first convolution, see perception/core/engines/pixel_input.py);
@@ -246,6 +247,7 @@ def bench_run(
     """
     from perception.core.detector import Detector
     from perception.core.engines.onnxruntime_engine import OnnxRuntimeEngine
+    from perception.pipeline import CameraFrame, DetectionStage
 
     batch = len(images)
     engine = OnnxRuntimeEngine(model_path, session_config=ort_config or {})
@@ -253,6 +255,15 @@ def bench_run(
     # The same pipeline without pixel input (float NCHW preprocessing), on the
     # same engine: its float session is also the one the bare.rw runs use.
     det_float = Detector(engine, pixel_input="disabled", **det_kw)  # type: ignore[arg-type]
+    cams = [f"cam{i}" for i in range(batch)]
+    stage, stage_float = DetectionStage(det, cams), DetectionStage(det_float, cams)
+    stamp = 0
+
+    def frames() -> list[CameraFrame]:
+        nonlocal stamp
+        stamp += 1
+        return [CameraFrame(c, img, stamp, c) for c, img in zip(cams, images, strict=True)]
+
     session = plain_session(model_path, ort_config or {})
     session_rw = engine.session
     name = engine.info.input_name
@@ -280,14 +291,14 @@ def bench_run(
                     got[side] = (time.perf_counter() - t0) * 1e3
                 elif side == "ours":
                     t0 = time.perf_counter()
-                    res = det.detect(images)
+                    res = [r.detections for r in stage.process(frames())]
                     got["e2e"] = (time.perf_counter() - t0) * 1e3
                     t = det.last_timings
                     got.update(pre=t.preprocess_ms, inf=t.inference_ms, post=t.postprocess_ms)
                     ndet = sum(len(r) for r in res)
                 elif side == "float":
                     t0 = time.perf_counter()
-                    det_float.detect(images)
+                    stage_float.process(frames())
                     got["e2e_float"] = (time.perf_counter() - t0) * 1e3
                     t = det_float.last_timings
                     got.update(f_pre=t.preprocess_ms, f_post=t.postprocess_ms)

@@ -161,7 +161,7 @@ class Detector:
         self._input_color = input_color
         self._pixel_mode = pixel_input
         self.pixel_input_reason = ""
-        self._generation = getattr(engine, "generation", 0)
+        self._generation = engine.generation
         self.preprocessor = self._make_preprocessor(info)
         self.last_timings = StageTimings()
         log.info(
@@ -210,7 +210,7 @@ class Detector:
         """A CachedEngine swaps its fallback for the built engine in the
         background (`generation` increments); the new one may have a fixed input
         size where the fallback had a dynamic one, so re-derive the input shape."""
-        gen = getattr(self.engine, "generation", 0)
+        gen = self.engine.generation
         if gen != self._generation:
             info = self.engine.info
             self.preprocessor = self._make_preprocessor(info)
