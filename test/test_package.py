@@ -132,3 +132,16 @@ def test_core_imports_without_loading_ros():
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "", f"importing {ROS_FREE} loaded ROS modules: {res.stdout}"
+
+
+def test_no_node_module_imports_another():
+    """Nodes are independent drivers: shared code lives in the pipeline or ros helpers."""
+    nodes = sorted((REPO / "perception" / "ros").glob("*_node.py"))
+    names = {f"perception.ros.{p.stem}" for p in nodes}
+    offenders = [
+        f"{p.name} imports {m}"
+        for p in nodes
+        for m in _imports(p) & names
+        if not m.endswith(p.stem)
+    ]
+    assert not offenders, offenders
