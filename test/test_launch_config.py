@@ -140,7 +140,9 @@ def test_pipeline_launch_nodes(config):
     nodes = pipeline_nodes(config)
     assert [n for n, _ in nodes] == list(yaml.safe_load(config.read_text()))
     assert [k for _, k in nodes] == [p[TYPE_KEY] for p in _nodes(config).values()]
-    assert set(EXECUTABLES) == set(NODE_TYPES)
+    from perception.config.files import NODE_KINDS
+
+    assert set(EXECUTABLES) == set(NODE_TYPES) == set(NODE_KINDS)
     setup = (REPO / "setup.py").read_text()
     for kind, exe in EXECUTABLES.items():
         module, _ = NODE_TYPES[kind].split(":")

@@ -109,7 +109,7 @@ class Topology:
 
 def load_topology(config: Path, overrides: list[str]) -> Topology:
     """Read a pipeline file as run_config will (same overrides, same checks)."""
-    from perception.ros.run_config import TYPE_KEY, load_config
+    from perception.config.files import TYPE_KEY, load_config
 
     try:
         data = load_config(config, overrides)

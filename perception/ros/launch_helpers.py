@@ -83,7 +83,7 @@ def detector_launch_description(config_name: str) -> Any:
 def pipeline_nodes(config: str | Path) -> list[tuple[str, str]]:
     """(node name, node kind) of every node of a pipeline file, in file order
     (the same reading and checks as run_config; no launch_ros needed)."""
-    from perception.ros.run_config import TYPE_KEY, load_config
+    from perception.config.files import TYPE_KEY, load_config
 
     data = load_config(Path(config), [])
     return [(name, str(body["ros__parameters"][TYPE_KEY])) for name, body in data.items()]
