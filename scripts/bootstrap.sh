@@ -36,6 +36,17 @@ WANT="$MODE:$(inputs_hash)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -f "$ENVFILE" ]]; then
   exit 0
 fi
+# One bootstrap at a time: every `./dev` call runs this script, and two runs
+# rebuilding the same venv at once would break each other. The second waits,
+# then finds the stamp written.
+mkdir -p "$VENV"
+if command -v flock >/dev/null; then
+  exec 9>"$VENV/.bootstrap.lock"
+  flock -n 9 || { log "waiting for another bootstrap of $VENV"; flock 9; }
+  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -f "$ENVFILE" ]]; then
+    exit 0
+  fi
+fi
 log "setting up $VENV ($MODE)"
 T0=$(date +%s)
 
@@ -84,7 +95,7 @@ fi
 
 if [[ "$MODE" == wheels-* ]]; then
   pip_install -r "$ROOT/requirements/ros-kilted.txt" -r "$ROOT/requirements/base.txt" \
-              -r "$ROOT/requirements/dev.txt"
+              -r "$ROOT/requirements/dev.txt" -r "$ROOT/requirements/replay.txt"
   "$VPY" -m pip check >/dev/null 2>&1 || log "WARNING: pip check reports conflicts"
 else
   # Keep the numpy that ROS was built against: pin it while adding our packages.
@@ -98,6 +109,16 @@ else
       PIP_CONSTRAINT="$CONSTRAINTS" pip_install "${pair%%:*}" || log "WARNING: could not install ${pair%%:*}"
     fi
   done
+  # Ray for `perception replay --ray` (requirements/replay.txt). ray[data] needs
+  # pandas >= 2.2.3, hence numpy >= 1.22.4: with an older system numpy (Humble:
+  # 1.21) install plain ray + pyarrow, which is all the replay runner uses.
+  REPLAY_REQ="$ROOT/requirements/replay.txt"
+  if ! "$VPY" -c 'import numpy as n; raise SystemExit(tuple(map(int, n.__version__.split(".")[:2])) < (1, 23))'; then
+    sed -E 's/^ray\[data\]/ray/' "$REPLAY_REQ" > "$VENV/replay-core.txt"
+    REPLAY_REQ="$VENV/replay-core.txt"
+  fi
+  PIP_CONSTRAINT="$CONSTRAINTS" pip_install -r "$REPLAY_REQ" ||
+    log "WARNING: could not install Ray; 'perception replay --ray' will ask for it"
   # The type checker and its stubs (pure Python, run by `./dev test`), pinned as in dev.txt.
   pip_install $(grep -E '^(mypy|types-PyYAML)==' "$ROOT/requirements/dev.txt") ||
     log "WARNING: could not install mypy"
@@ -130,8 +151,15 @@ mv "$ENVFILE.tmp" "$ENVFILE"
 source "$ROOT/scripts/env.sh" --quiet
 
 VM_PREFIX="$VENV/opt/vision_msgs"
+# The stand-in is rebuilt only when what it is built from changed (not for
+# every requirements change: removing it would break tests running meanwhile).
+VM_WANT="$MODE:$PYVER:$( (cd "$ROOT" && cat requirements/ros-kilted.txt requirements/ros-build.txt \
+  interfaces/vision_msgs/CMakeLists.txt interfaces/vision_msgs/package.xml \
+  interfaces/vision_msgs/msg/*.msg) | sha256sum | cut -c1-16)"
 if "$VPY" -c 'import vision_msgs.msg' >/dev/null 2>&1 && [[ ! -d "$VM_PREFIX" ]]; then
   log "using the installed vision_msgs: $("$VPY" -c 'import vision_msgs, os; print(os.path.dirname(vision_msgs.__file__))')"
+elif [[ -f "$VM_PREFIX/.perception-build" && "$(cat "$VM_PREFIX/.perception-build")" == "$VM_WANT" ]]; then
+  log "vision_msgs stand-in up to date ($VM_PREFIX)"
 else
   log "vision_msgs not found: building the 4.x-compatible stand-in (interfaces/vision_msgs)"
   if [[ "$MODE" == wheels-* ]]; then
@@ -158,6 +186,7 @@ else
     { tail -30 "$VENV/build/vision_msgs.cmake.log" >&2; log "vision_msgs configure failed"; exit 1; }
   make -C "$BUILD" -j"$(nproc)" install > "$VENV/build/vision_msgs.make.log" 2>&1 ||
     { tail -30 "$VENV/build/vision_msgs.make.log" >&2; log "vision_msgs build failed"; exit 1; }
+  echo "$VM_WANT" > "$VM_PREFIX/.perception-build"
 fi
 if [[ -d "$VM_PREFIX" ]]; then
   {
