@@ -191,3 +191,21 @@ def test_generated_module_lists_every_class() -> None:
         and o.__module__ == "perception.config.generated"
     }
     assert names == set(generated_module.__all__)
+
+
+def test_pipeline_files_refuse_misspelled_parameters():
+    """rclpy silently ignores an undeclared name; loading a pipeline file does not."""
+    from perception.config.files import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted((repo / "config").glob("*.yaml")):
+        load_config(path, [])  # every shipped file is clean
+    with pytest.raises(ParameterError) as err:
+        load_config(
+            repo / "config" / "pipeline_carla.yaml",
+            ["detector.score_treshold=0.5", "detector.cameras.rgb_front.topik=/x"],
+        )
+    assert "did you mean detector.score_threshold" in str(err.value)
+    assert "detector.cameras.rgb_front.topik: unknown parameter" in str(err.value)
+    with pytest.raises(ParameterError, match=r"fusion_front.tracker3d.min_hitz"):
+        load_config(repo / "config" / "pipeline_carla.yaml", ["fusion_front.tracker3d.min_hitz=3"])

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-__all__ = ["NODE_KINDS", "TYPE_KEY", "flatten", "load_config", "parse_value"]
+from perception.config.spec import ParameterError, ParamSpec, resolve, section_specs
+
+__all__ = ["NODE_KINDS", "TYPE_KEY", "check_node", "flatten", "load_config", "parse_value"]
 
 TYPE_KEY = "perception.node_type"
 NODE_KINDS = ("detector", "detector_lifecycle", "tracker", "fusion", "overlay")
@@ -50,6 +52,49 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_ROS_OWN = ("use_sim_time", TYPE_KEY)
+"""Parameters every ROS node has (not in our specs)."""
+
+
+def _groups(kind: str, params: dict[str, Any]) -> list[tuple[str, dict[str, ParamSpec]]]:
+    """(prefix, specs) of every parameter group a node of `kind` declares."""
+    if kind in ("detector", "detector_lifecycle"):
+        cams = params.get("camera_names") or []
+        return [
+            ("", section_specs("detector", "node")),
+            ("tracker.", section_specs("tracker", "tracker")),
+            *((f"cameras.{c}.", section_specs("detector", "camera")) for c in cams),
+        ]
+    if kind == "fusion":
+        return [("", section_specs("fusion", "node")),
+                ("tracker3d.", section_specs("tracker", "tracker3d"))]  # fmt: skip
+    if kind == "tracker":
+        return [("", section_specs("tracker", "tracker_node")),
+                ("tracker.", section_specs("tracker", "tracker"))]  # fmt: skip
+    return [("", section_specs("overlay", "node"))]
+
+
+def check_node(name: str, params: dict[str, Any]) -> None:
+    """Refuse a node's unknown (misspelled) or invalid parameters with the
+    reason: rclpy would silently ignore an undeclared name."""
+    kind = params[TYPE_KEY]
+    groups = _groups(kind, params)
+    errors: list[str] = []
+    for prefix, specs in sorted(groups, key=lambda g: -len(g[0])):
+        mine = {
+            k[len(prefix) :]: v
+            for k, v in params.items()
+            if k.startswith(prefix) and k not in _ROS_OWN and not k.startswith("qos_overrides.")
+            and not any(p and k.startswith(p) and len(p) > len(prefix) for p, _ in groups)
+        }  # fmt: skip
+        try:
+            resolve(specs, mine, f"{name}.{prefix}")
+        except ParameterError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise ParameterError("; ".join(errors))
+
+
 def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
     """Read the parameter file (flattened to dotted names) and apply
     `node.param=value` overrides (node may be a shell pattern over node names)."""
@@ -75,4 +120,5 @@ def load_config(path: Path, overrides: list[str]) -> dict[str, Any]:
             raise ValueError(
                 f"{TYPE_KEY}: expected one of {sorted(NODE_KINDS)}, got {params[TYPE_KEY]!r}"
             )
+        check_node(name, params)
     return data
