@@ -24,6 +24,8 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
+from perception.core.message_fields import centre_size
+from perception.core.message_fields import class_strings as _class_strings
 from perception.core.types import UNTRACKED, Detections
 from perception.pipeline.types import LATENCY_FIELDS
 
@@ -59,17 +61,6 @@ def header_from(det: Detections) -> Header:
     return Header(stamp=ns_to_stamp(det.stamp_ns), frame_id=det.frame_id)
 
 
-def _class_strings(
-    class_ids: np.ndarray, class_names: Sequence[str] | None, class_format: ClassFormat
-) -> list[str]:
-    if class_format == "id" or not class_names:
-        return [str(int(c)) for c in class_ids]
-    if class_format != "name":
-        raise ValueError(f"class_format: expected 'name' or 'id', got {class_format!r}")
-    n = len(class_names)
-    return [class_names[c] if 0 <= c < n else str(int(c)) for c in class_ids.tolist()]
-
-
 def detections_to_msg(
     det: Detections,
     class_names: Sequence[str] | None = None,
@@ -88,12 +79,7 @@ def detections_to_msg(
     out = Detection2DArray(header=hdr)
     if n == 0:
         return out
-    # float64 centre/size are exact for float32 corners, so the round trip is lossless.
-    xyxy = det.xyxy.astype(np.float64)
-    cx = ((xyxy[:, 0] + xyxy[:, 2]) * 0.5).tolist()
-    cy = ((xyxy[:, 1] + xyxy[:, 3]) * 0.5).tolist()
-    w = (xyxy[:, 2] - xyxy[:, 0]).tolist()
-    h = (xyxy[:, 3] - xyxy[:, 1]).tolist()
+    cx, cy, w, h = centre_size(det)
     scores = det.scores.astype(np.float64).tolist()
     classes = _class_strings(det.class_ids, class_names, class_format)
     tids = det.track_ids.tolist()

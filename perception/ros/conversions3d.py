@@ -1,7 +1,8 @@
 """3D message conversions: CameraInfo, PointCloud2, Detection3DArray, MarkerArray.
 
-The ROS side of 3D fusion: messages become core objects once, here
-(`CameraModel`, `CloudXYZ`), and `Objects3D` become standard outputs:
+The ROS side of 3D fusion: messages become core objects once
+(`CameraModel`, `CloudXYZ`; the field mapping is ROS-free in
+`perception.core.message_fields`, shared with replay), and `Objects3D` become standard outputs:
 vision_msgs/Detection3DArray (pose with covariance, size, class, score, track
 id in `id`) and visualization_msgs/MarkerArray (box, id label, velocity arrow)
 for RViz and Foxglove.
@@ -14,7 +15,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
-from sensor_msgs.msg import CameraInfo, PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from vision_msgs.msg import (
     Detection3D,
@@ -24,10 +24,9 @@ from vision_msgs.msg import (
 )
 from visualization_msgs.msg import Marker, MarkerArray
 
-from perception.core.camera import CameraModel
 from perception.core.drawing import color_for
-from perception.core.fusion.pointcloud import CloudXYZ, cloud_xyz
 from perception.core.fusion.types import Objects3D, yaw_quaternions
+from perception.core.message_fields import camera_model_from_info, cloud_from_msg
 from perception.ros.conversions import (
     ClassFormat,
     _class_lookup,
@@ -46,35 +45,6 @@ __all__ = [
     "objects_to_detection3d_array",
     "objects_to_markers",
 ]
-
-
-def camera_model_from_info(msg: CameraInfo) -> CameraModel:
-    """sensor_msgs/CameraInfo -> CameraModel (raises CalibrationError with a reason)."""
-    return CameraModel.from_camera_info_fields(
-        width=int(msg.width),
-        height=int(msg.height),
-        distortion_model=msg.distortion_model,
-        d=np.asarray(msg.d, np.float64),
-        k=np.asarray(msg.k, np.float64),
-        r=np.asarray(msg.r, np.float64),
-        p=np.asarray(msg.p, np.float64),
-        frame_id=msg.header.frame_id,
-    )
-
-
-def cloud_from_msg(msg: PointCloud2) -> CloudXYZ:
-    """sensor_msgs/PointCloud2 (any field layout) -> finite xyz points, zero-copy
-    where the layout allows; raises PointCloudFormatError with a reason."""
-    fields = [(f.name, int(f.offset), int(f.datatype), int(f.count)) for f in msg.fields]
-    return cloud_xyz(
-        msg.data,
-        fields,
-        int(msg.point_step),
-        int(msg.row_step),
-        int(msg.height),
-        int(msg.width),
-        bool(msg.is_bigendian),
-    )
 
 
 def _header(obj: Objects3D) -> Header:
