@@ -55,6 +55,9 @@ class DetectorModelParams(SpecParams):
     family: Literal["auto", "yolov8", "yolox", "rtdetr", "yolo_e2e"] = "auto"
     #: Class names, one per line, when the model carries none in its metadata.
     labels_file: str = ""
+    #: Largest labels file read (bytes); a bigger one (or a device such as /dev/zero) is refused at
+    #: start-up.
+    labels_max_bytes: int = 1048576
     #: Fold the uint8->float conversion and 1/255 scale into the model's first convolution (ONNX
     #: Runtime CPU/CUDA, models whose input feeds only Conv, needs the onnx package): auto = when
     #: possible, else the float path with the reason logged; required = start-up error when not
@@ -87,6 +90,7 @@ class DetectorModelParams(SpecParams):
             precision=v["model.precision"],
             family=v["model.family"],
             labels_file=v["model.labels_file"],
+            labels_max_bytes=v["model.labels_max_bytes"],
             pixel_input=v["model.pixel_input"],
             graph_rewrites=v["model.graph_rewrites"],
             cache_dir=v["model.cache_dir"],
@@ -118,6 +122,10 @@ class DetectorParams(SpecParams):
     #: Frames older than this (since arrival) when the engine is free are dropped and counted; 0 =
     #: no limit.
     max_age_ms: float = 250.0
+    #: Non-finite model outputs (NaN/inf): raise = that camera's frame is rejected and counted
+    #: (error.nonfinite_output), the other cameras of the batch are published; drop = the non-finite
+    #: rows are dropped and counted, the rest of the frame is published.
+    nonfinite: Literal["raise", "drop"] = "raise"
     #: Publish an annotated image per camera (only while someone subscribes to it).
     overlay: bool = True
     #: Track objects per camera and publish ~/<camera>/tracks (track id in Detection2D.id);
@@ -136,6 +144,7 @@ class DetectorParams(SpecParams):
             max_detections=v["max_detections"],
             class_format=v["class_format"],
             max_age_ms=v["max_age_ms"],
+            nonfinite=v["nonfinite"],
             overlay=v["overlay"],
             tracking=v["tracking"],
             diagnostics_period_s=v["diagnostics_period_s"],
@@ -178,6 +187,10 @@ class CameraParams(SpecParams):
     #: Override of the header frame_id of the outputs; empty = keep the image's frame_id.
     frame_id: str = ""
     qos: CameraQosParams = field(default_factory=CameraQosParams)
+    #: Pixel budget of one frame (width x height): a raw image or a compressed image whose header
+    #: declares more is refused before any decoding or allocation and counted (error.too_large);
+    #: default a little above 4K UHD, set it a little above your camera's resolution.
+    max_pixels: int = 9000000
 
     @classmethod
     def _from_resolved(cls, v: Mapping[str, Any]) -> CameraParams:
@@ -187,6 +200,7 @@ class CameraParams(SpecParams):
             camera_info_topic=v["camera_info_topic"],
             frame_id=v["frame_id"],
             qos=CameraQosParams._from_resolved(v),
+            max_pixels=v["max_pixels"],
         )
 
 
@@ -261,6 +275,9 @@ class FusionParams(SpecParams):
     #: Publish autoware_perception_msgs/TrackedObjects on ~/autoware/tracked_objects; refused at
     #: start-up with the reason when that package is not importable.
     autoware_output: bool = False
+    #: Most detections fused per frame (highest scores first); the rest are dropped and counted
+    #: (error.too_many_boxes), so one message cannot stall the node.
+    max_boxes: int = 1000
     #: Period of /diagnostics messages.
     diagnostics_period_s: float = 1.0
 
@@ -285,6 +302,7 @@ class FusionParams(SpecParams):
             predicted_output=v["predicted_output"],
             prediction_max_horizon_s=v["prediction_max_horizon_s"],
             autoware_output=v["autoware_output"],
+            max_boxes=v["max_boxes"],
             diagnostics_period_s=v["diagnostics_period_s"],
         )
 
@@ -411,6 +429,9 @@ class OverlayParams(SpecParams):
     trails: OverlayTrailsParams = field(default_factory=OverlayTrailsParams)
     #: Most track ids whose trail and velocity are kept (least recently seen dropped first).
     max_tracks: int = 256
+    #: Most tracks or 3D objects drawn per message (highest scores first); the rest are dropped and
+    #: counted (too_many_boxes).
+    max_boxes: int = 1000
     #: Period of /diagnostics messages.
     diagnostics_period_s: float = 1.0
     tracks_at: OverlayTracksAtParams = field(default_factory=OverlayTracksAtParams)
@@ -457,6 +478,7 @@ class OverlayParams(SpecParams):
             prediction=OverlayPredictionParams._from_resolved(v),
             trails=OverlayTrailsParams._from_resolved(v),
             max_tracks=v["max_tracks"],
+            max_boxes=v["max_boxes"],
             diagnostics_period_s=v["diagnostics_period_s"],
             tracks_at=OverlayTracksAtParams._from_resolved(v),
             objects_topic=v["objects_topic"],
@@ -618,6 +640,9 @@ class TrackerNodeParams(SpecParams):
     class_names: tuple[str, ...] = ()
     #: ObjectHypothesis.class_id of the outputs as the name or the numeric id.
     class_format: Literal["name", "id"] = "name"
+    #: Most detections tracked per message (highest scores first); the rest are dropped and counted,
+    #: so one message cannot stall the node.
+    max_boxes: int = 1000
     #: Queue depth of the subscriptions and publishers (reliable).
     qos_depth: int = 10
 
@@ -628,5 +653,6 @@ class TrackerNodeParams(SpecParams):
             output_topics=tuple(v["output_topics"]),
             class_names=tuple(v["class_names"]),
             class_format=v["class_format"],
+            max_boxes=v["max_boxes"],
             qos_depth=v["qos_depth"],
         )
