@@ -34,7 +34,10 @@ from types import ModuleType
 from typing import Any
 
 from perception.core.errors import PerceptionError
-from perception.replay.job import InputResult, ReplayConfig
+from perception.replay import storage
+from perception.replay.fleet import write_fleet_summary
+from perception.replay.job import InputResult, ReplayConfig, finished_result, input_key
+from perception.replay.writer import remove_leftovers
 
 __all__ = [
     "RAY_MISSING",
@@ -42,6 +45,7 @@ __all__ = [
     "RayRun",
     "ReplayWorker",
     "import_ray",
+    "lib_dirs",
     "run_ray",
     "run_ray_detailed",
 ]
@@ -59,6 +63,7 @@ _BLOCKED_MODULES = ("rclpy",)
 # Environment a worker on a cluster node gets from this process.
 _FORWARDED_ENV = ("LD_LIBRARY_PATH", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
 _LOCAL_OBJECT_STORE = 128 * 1024 * 1024  # results are small dataclasses; inputs are paths
+_RESTART_TIMEOUT_S = 300.0  # a dead worker must be back (engine loaded) within this
 
 
 class RayReplayError(PerceptionError, RuntimeError):
@@ -245,9 +250,10 @@ def run_ray_detailed(
     max_attempts: int = 3,
     cpus_per_worker: float | None = None,
     gpus_per_worker: float = 0.0,
-    progress: Callable[[InputResult], None] | None = None,
+    progress: bool | Callable[[InputResult], None] = True,
     replayer: str = DEFAULT_REPLAYER,
     keep_ray: bool = False,
+    summary: bool = True,
 ) -> RayRun:
     """Replay `inputs` on Ray; see the module docstring for the model.
 
@@ -261,15 +267,34 @@ def run_ray_detailed(
         cpus_per_worker: Ray CPUs per actor (also the detector's threads);
             default: a local Ray shares this machine's cores, a cluster 1.
         gpus_per_worker: Ray GPUs per actor (fractions share a GPU).
-        progress: called with each finished input's result.
+        progress: log a line per finished input (True), or call this with
+            each finished input's result.
         replayer: "module:Class" built in each actor from `config`.
         keep_ray: leave a Ray that this call started running (tests reuse it).
+        summary: write OUT/fleet.json and fleet.md after every finished input
+            (as the local runner does), so an interrupted run still has one.
     """
     if workers < 1:
         raise RayReplayError(f"--workers: expected at least 1, got {workers}")
     ray = import_ray()
     t0 = time.monotonic()
     todo = list(dict.fromkeys(str(i) for i in inputs))
+    results: dict[str, InputResult] = {}
+    report = _Report(todo, config.out, t0, progress, summary)
+    folder = storage.local_dir(config.out)
+    if folder is not None:  # what a killed earlier run left (as run_local does)
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(folder)
+    if config.resume:  # finished inputs need no worker (nor Ray, when all are done)
+        for source in todo:
+            done = finished_result(config.out, source)
+            if done is not None:
+                done.status = "skipped"
+                results[source] = done
+                report(source, done)
+        todo = [s for s in todo if s not in results]
+    if not todo:
+        return RayRun(results=[results[s] for s in report.order], total_s=time.monotonic() - t0)
     if cpus_per_worker is None:
         cpus_per_worker = 1.0 if address else float(max(1, (os.cpu_count() or 1) // workers))
     started = _start_ray(ray, address, num_cpus=max(1, int(workers * cpus_per_worker)))
@@ -297,8 +322,12 @@ def run_ray_detailed(
             run.workers_ready_s,
             [w["load_s"] for w in run.worker_info],
         )
-        by_input = _schedule(ray, actors, todo, max_attempts, progress)
-        run.results = [by_input[i] for i in todo]
+
+        def make_actor() -> Any:
+            return actor_cls.remote(job, replayer)
+
+        results.update(_schedule(ray, actors, make_actor, todo, max_attempts, report))
+        run.results = [results[s] for s in report.order]
         for a in actors:
             ray.kill(a)
     finally:
@@ -308,12 +337,18 @@ def run_ray_detailed(
     return run
 
 
+def lib_dirs(value: str) -> tuple[str, ...]:
+    """The folders of an LD_LIBRARY_PATH that exist, in order (libraries such
+    as OpenCV add folders that do not, which change nothing)."""
+    return tuple(os.path.realpath(d) for d in value.split(os.pathsep) if d and os.path.isdir(d))
+
+
 def _check_workers(info: list[dict[str, Any]]) -> None:
-    here = os.environ.get("LD_LIBRARY_PATH", "")
+    here = lib_dirs(os.environ.get("LD_LIBRARY_PATH", ""))
     for w in info:
         if w["ros_loaded"]:
             log.warning("ray worker %s has rclpy loaded; the replay pipeline does not need it", w)
-        if w["ld_library_path"] != here:
+        if lib_dirs(w["ld_library_path"]) != here:
             log.warning(
                 "ray worker %s on %s runs with LD_LIBRARY_PATH=%r, this process with %r",
                 w["pid"],
@@ -323,42 +358,94 @@ def _check_workers(info: list[dict[str, Any]]) -> None:
             )
 
 
-def _failed(source: str, reason: str) -> InputResult:
-    from perception.replay.job import input_key
+class _Report:
+    """Per finished input: a log line (or the caller's callback) and the fleet
+    summary rewritten, in input order."""
 
+    def __init__(
+        self,
+        order: list[str],
+        out: str,
+        t0: float,
+        progress: bool | Callable[[InputResult], None],
+        summary: bool,
+    ) -> None:
+        self.order, self.out, self.t0 = order, out, t0
+        self.progress, self.summary = progress, summary
+        self.done: dict[str, InputResult] = {}
+
+    def __call__(self, source: str, r: InputResult) -> None:
+        self.done[source] = r
+        if callable(self.progress):
+            self.progress(r)
+        elif self.progress:
+            text = f"{r.status}, {r.frames} frames, {r.fps:.1f} images/s, {r.wall_s:.1f} s"
+            text += f", attempt {r.attempts}" if r.attempts > 1 else ""
+            text += f" ({r.reason})" if r.reason else ""
+            (log.warning if r.status == "failed" else log.info)(
+                "replay %d/%d %s: %s", len(self.done), len(self.order), r.key, text
+            )
+        if self.summary:
+            ordered = [self.done[s] for s in self.order if s in self.done]
+            write_fleet_summary(ordered, self.out, time.monotonic() - self.t0)
+
+
+def _failed(source: str, reason: str) -> InputResult:
     return InputResult(source, input_key(source), "failed", reason=reason)
 
 
 def _schedule(
     ray: ModuleType,
     actors: list[Any],
+    make_actor: Callable[[], Any],
     todo: list[str],
     max_attempts: int,
-    progress: Callable[[InputResult], None] | None,
+    finish: Callable[[str, InputResult], None],
 ) -> dict[str, InputResult]:
-    """One input in flight per actor; a worker's death resubmits its input."""
+    """One input in flight per actor; a worker's death resubmits its input.
+
+    After a death the actor gets no input until it answers again (Ray
+    restarts it; a call made meanwhile is refused without running, which
+    must not count as an attempt); an actor that Ray gave up on is replaced.
+    """
     died = _worker_death_types(ray)
+    unavailable = getattr(ray.exceptions, "ActorUnavailableError", ())
     pending: deque[tuple[str, int]] = deque((i, 1) for i in todo)
     idle = list(range(len(actors)))
-    inflight: dict[Any, tuple[int, str, int]] = {}
+    inflight: dict[Any, tuple[int, str, int]] = {}  # ref -> (actor, input or "" (probe), attempt)
     done: dict[str, InputResult] = {}
+    deadline = {k: 0.0 for k in range(len(actors))}
 
-    def finish(source: str, result: InputResult) -> None:
-        done[source] = result
-        if progress is not None:
-            progress(result)
+    def probe(k: int) -> None:
+        deadline[k] = deadline[k] or time.monotonic() + _RESTART_TIMEOUT_S
+        inflight[actors[k].info.remote()] = (k, "", 0)
 
-    while pending or inflight:
+    while pending or any(source for _, source, _ in inflight.values()):
         while idle and pending:
             k = idle.pop()
             source, attempt = pending.popleft()
             inflight[actors[k].run.remote(source)] = (k, source, attempt)
         ready, _ = ray.wait(list(inflight), num_returns=1)
         k, source, attempt = inflight.pop(ready[0])
-        idle.append(k)
+        if not source:  # a probe of a restarting actor
+            try:
+                ray.get(ready[0])
+            except died as exc:
+                if time.monotonic() > deadline[k]:
+                    msg = f"a replay worker did not come back: {_short(exc)}"
+                    raise RayReplayError(msg) from exc
+                if not isinstance(exc, unavailable):  # Ray gave up on it: a new one
+                    actors[k] = make_actor()
+                time.sleep(0.1)
+                probe(k)
+                continue
+            deadline[k] = 0.0
+            idle.append(k)
+            continue
         try:
             result = ray.get(ready[0])
         except died as exc:
+            probe(k)
             if attempt < max_attempts:
                 log.warning(
                     "ray: worker died on %s (attempt %d/%d), retrying: %s",
@@ -371,7 +458,11 @@ def _schedule(
                 continue
             result = _failed(source, f"worker died {attempt} times: {_short(exc)}")
         except ray.exceptions.RayTaskError as exc:  # the Replayer raised: a bug, not a fault
+            idle.append(k)
             result = _failed(source, f"replay error: {_short(exc)}")
+        else:
+            idle.append(k)
         result.attempts = attempt
+        done[source] = result
         finish(source, result)
     return done
