@@ -145,7 +145,7 @@ def replay_main(argv: list[str] | None = None) -> int:
         from perception.replay.fleet import main_compare
 
         return main_compare(argv[1:])
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     _log_to_stderr()
     from perception.config.spec import ParameterError
     from perception.demo.topology import DemoError

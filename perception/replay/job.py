@@ -91,8 +91,9 @@ class InputResult:
 
     @property
     def images(self) -> int:
-        """Camera images the pipeline processed (all cameras)."""
-        return sum(int(c.get("processed", 0)) for c in self.counters.values())
+        """Camera images the pipeline detected on (taken and not rejected, all cameras)."""
+        return sum(int(c.get("processed", 0)) - int(c.get("rejected", 0))
+                   for c in self.counters.values())  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -304,7 +305,7 @@ class Replayer:
             result.reason = "no image could be processed (see counters)"
             return result
         result.status = "ok"
-        result.reason = "; ".join(notes)
+        result.reason = "; ".join([*notes, *_problems(result.counters)])
         result.metrics, detail = scores.compute()
         report = {
             **result.to_dict(),
@@ -335,9 +336,23 @@ def _clean_json(obj: Any) -> Any:
     return clean(obj)
 
 
+_PROBLEM_PREFIXES = ("error.", "input.", "fusion.error.")
+
+
+def _problems(counters: dict[str, dict[str, int]]) -> list[str]:
+    """What went wrong per camera though the input completed (bad images, stamps
+    out of order, missing depth ...), e.g. "rgb_front: error.truncated 1"."""
+    out = []
+    for cam, c in counters.items():
+        items = [f"{k} {v}" for k, v in c.items() if v and k.startswith(_PROBLEM_PREFIXES)]
+        if items:
+            out.append(f"{cam}: {', '.join(items)}")
+    return out
+
+
 def _counters(pipeline: dict[str, dict[str, int]], source: Any) -> dict[str, dict[str, int]]:
     """The pipeline's counters per camera plus the source's problems as `input.<kind>`."""
-    out = {cam: dict(c) for cam, c in pipeline.items()}
+    out = {cam: dict(c) for cam, c in pipeline.items() if any(c.values())}  # a video: 1 camera
     if source is not None:
         for cam, problems in source.problems.items():
             row = out.setdefault(cam, {})

@@ -115,9 +115,10 @@ class Source(Protocol):
 
 
 def is_bag(path: Path) -> bool:
-    """A rosbag2 folder (metadata.yaml or one storage file inside) or storage file."""
+    """A rosbag2 folder (metadata.yaml, or a single storage file inside) or a
+    storage file; a folder of several .mcap files is a folder of inputs."""
     if path.is_dir():
-        return (path / "metadata.yaml").is_file() or bool(_storage_files(path))
+        return (path / "metadata.yaml").is_file() or len(_storage_files(path)) == 1
     return path.suffix in _BAG_SUFFIXES
 
 
