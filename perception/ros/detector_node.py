@@ -1,8 +1,13 @@
 """The detector node: a ROS driver of the pipeline's `DetectionStage`.
 
-Camera callbacks hand the newest message of each camera to the stage (decoding
-deferred, so frames replaced before the engine is free are never decoded); a
-worker thread steps it (one engine call over the newest frame of every camera,
+Camera subscriptions are raw: a callback gets the serialized bytes, reads only
+the header from them (`perception.core.cdr`) and hands the bytes to the stage
+as its camera's newest frame, so a frame replaced before the engine is free
+costs its take and a few microseconds, never a deserialisation or a decode;
+only frames the engine takes are parsed, their pixels a zero-copy view of the
+bytes, within the camera's pixel budget. Malformed bytes are counted against
+their camera (error.cdr, error.stamp ...), never raised. A worker thread steps
+the stage (one engine call over the newest frame of every camera,
 2D tracking) and publishes per camera ``~/<camera>/detections`` and
 ``~/<camera>/tracks`` (vision_msgs/Detection2DArray: input stamp and frame_id,
 original pixels, track id in `id`), ``~/<camera>/overlay`` (only while
@@ -13,6 +18,7 @@ Parameters: specs/detector.params.yaml and specs/tracker.params.yaml (tracker).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 import time
@@ -29,7 +35,9 @@ from std_msgs.msg import Float64MultiArray, Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from perception.config.generated import CameraParams, DetectorParams, TrackerParams
-from perception.core.errors import PerceptionError
+from perception.core import cdr
+from perception.core.errors import InputImageError, PerceptionError
+from perception.core.images import ImageDecodeError
 from perception.pipeline import (
     LATENCY_FIELDS,
     CameraFrame,
@@ -43,11 +51,23 @@ from perception.ros.conversions import detections_to_msg, label_info_msg, latenc
 from perception.ros.diagnostics import diagnostic_array
 from perception.ros.images import bgr_to_image_msg, compressed_to_bgr, image_to_bgr
 from perception.ros.lifecycle import DriverLifecycleNode, DriverNode
+from perception.ros.malloc_tuning import keep_large_buffers_on_heap
 from perception.ros.params import LiveParams, ParameterError, declare_params
 from perception.ros.qos import LATCHED, OUTPUTS, OVERLAY, sensor_qos
 from perception.ros.runner import run_node
 
 __all__ = ["LATENCY_FIELDS", "DetectorLifecycleNode", "DetectorNode", "main"]
+
+MAX_FRAME_ID_BYTES = 1024
+"""A longer header.frame_id is refused (error.cdr): it would be copied onto every output."""
+
+
+def _decode_within(decode: Any, msg: Any, max_pixels: int) -> Any:
+    """`decode(msg, max_pixels=...)` where perception.core.images takes the
+    budget (compressed headers are checked there before any allocation)."""
+    if "max_pixels" in inspect.signature(decode).parameters:
+        return decode(msg, max_pixels=max_pixels)
+    return decode(msg)
 
 
 @dataclass
@@ -63,6 +83,9 @@ class _CameraIO:
 
 class DetectorDriver:
     """What the plain and the lifecycle node share: parameters, I/O, the worker."""
+
+    RAW_SUBSCRIPTIONS = True
+    """Cameras are subscribed raw (serialized bytes, parsed lazily; see the module doc)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -164,6 +187,7 @@ class DetectorDriver:
 
     def start(self) -> None:
         """Subscribe to every camera and start the worker thread."""
+        keep_large_buffers_on_heap()
         for cam in self.cameras.values():
             self._subscribe(cam)
         self._stop.clear()
@@ -206,7 +230,9 @@ class DetectorDriver:
             incompatible_qos=partial(self._on_incompatible_qos, cam, topic)
         )
         on_image = partial(self._on_image, cam)
-        sub = self.node.create_subscription(msg_type, topic, on_image, qos, event_callbacks=events)
+        sub = self.node.create_subscription(
+            msg_type, topic, on_image, qos, event_callbacks=events, raw=self.RAW_SUBSCRIPTIONS
+        )
         cam.subs.append(sub)
         if cam.cfg.camera_info_topic:
             on_info = partial(self._on_info, cam)
@@ -239,17 +265,27 @@ class DetectorDriver:
             raise PerceptionError("the detector is not configured")
         return self.stage
 
-    def _on_image(self, cam: _CameraIO, msg: Image | CompressedImage) -> None:
-        """Executor callback: hand the message to the stage, decoding deferred."""
+    def _on_image(self, cam: _CameraIO, data: bytes) -> None:
+        """Executor callback: read the header, keep the bytes as the camera's
+        newest frame (parsed and decoded only if the engine takes it). Bad
+        bytes are counted against the camera; nothing is raised."""
         stage = self.stage_or_raise()
-        decode = compressed_to_bgr if isinstance(msg, CompressedImage) else image_to_bgr
+        receive_ns = time.monotonic_ns()
+        try:
+            header = cdr.read_header(data, max_frame_id=MAX_FRAME_ID_BYTES)
+        except ImageDecodeError as exc:
+            stage.count_error(cam.name, exc.kind, f"dropped message: {exc}")
+            return
+        except Exception as exc:  # last resort: a callback must never raise
+            stage.count_error(cam.name, "callback", f"dropped message: {type(exc).__name__}: {exc}")
+            return
         stage.submit(
             CameraFrame(
                 camera=cam.name,
-                image=partial(decode, msg),
-                stamp_ns=msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
-                frame_id=cam.cfg.frame_id or msg.header.frame_id,
-                receive_ns=time.monotonic_ns(),
+                image=partial(self._decode_raw, cam, data),
+                stamp_ns=header.stamp_ns,
+                frame_id=cam.cfg.frame_id or header.frame_id,
+                receive_ns=receive_ns,
                 receive_clock_ns=self.node.get_clock().now().nanoseconds,
             )
         )
@@ -261,6 +297,31 @@ class DetectorDriver:
                 "3D consumers will lack intrinsics",
                 reject=False,
             )
+
+    @staticmethod
+    def _decode_raw(cam: _CameraIO, data: bytes) -> Any:
+        """Worker side: parse the kept bytes of a frame the engine takes and
+        decode them within the camera's pixel budget. Raises `InputImageError`
+        (with a `kind`) for anything wrong, so the stage counts it against
+        this camera and the rest of the batch goes on."""
+        budget = int(cam.cfg.max_pixels)
+        try:
+            if cam.cfg.transport == "compressed":
+                msg: Any = cdr.parse_compressed_image(data, max_frame_id=MAX_FRAME_ID_BYTES)
+                return _decode_within(compressed_to_bgr, msg, budget)
+            msg = cdr.parse_image(data, max_frame_id=MAX_FRAME_ID_BYTES)
+            pixels = msg.height * msg.width
+            if pixels > budget:
+                raise ImageDecodeError(
+                    "too_large",
+                    f"{msg.width}x{msg.height} image ({pixels} pixels) exceeds the pixel "
+                    f"budget cameras.{cam.name}.max_pixels={budget}",
+                )
+            return _decode_within(image_to_bgr, msg, budget)
+        except InputImageError:
+            raise
+        except Exception as exc:  # e.g. a codec error: still this camera's bad frame
+            raise ImageDecodeError("corrupt", f"{type(exc).__name__}: {exc}") from exc
 
     # --------------------------------------------------------------- worker
     def _loop(self) -> None:

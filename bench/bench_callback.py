@@ -1,0 +1,146 @@
+"""Camera callback cost: what the detector node pays per received image.
+
+Every camera message costs the node its take (rclpy: DDS sample -> Python)
+and the driver's `_on_image`, also when a newer frame replaces it before the
+engine is free. This times both for one message of each size, in one process:
+a publisher sends a pre-built serialized Image, the subscription's message is
+taken exactly as the executor does (`sub.handle.take_message`) and handed to
+`DetectorDriver._on_image` (the real method, on a driver without engine whose
+stage only stores the frame); `taken_frame_decode_ms` is what the worker then
+pays to turn a frame it takes into the (H, W, 3) array. Whether the subscription is raw (serialized bytes) is
+read from the driver (`DetectorDriver.RAW_SUBSCRIPTIONS`), so the same script
+measures the tree it runs in.
+
+    ./dev exec python bench/bench_callback.py [--reps 200] [--sizes 1920x1080 1280x720]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+class _Stage:
+    """Stand-in DetectionStage: keeps the newest frame, counts errors."""
+
+    def __init__(self) -> None:
+        self.frame: Any = None
+        self.errors = 0
+
+    def submit(self, frame: Any) -> None:
+        self.frame = frame
+
+    def count_error(self, *args: Any, **kwargs: Any) -> None:
+        self.errors += 1
+
+
+def measure(size: tuple[int, int], reps: int) -> dict:
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+
+    from perception.config.generated import CameraParams
+    from perception.ros import detector_node
+
+    raw = bool(getattr(detector_node.DetectorDriver, "RAW_SUBSCRIPTIONS", False))
+    w, h = size
+    msg = Image(height=h, width=w, encoding="bgr8", is_bigendian=0, step=w * 3)
+    msg.header.frame_id = "cam0"
+    msg.data = np.random.default_rng(0).integers(0, 255, h * w * 3, np.uint8).tobytes()
+    data = serialize_message(msg)
+
+    rclpy.init()
+    node = rclpy.create_node("bench_callback")
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(Image, "/bench_callback/image", qos)
+    sub = node.create_subscription(Image, "/bench_callback/image", lambda m: None, qos, raw=raw)
+    stage = _Stage()
+    cam = SimpleNamespace(name="cam0", cfg=CameraParams(topic="/x"), info_received=False)
+    tune = getattr(detector_node, "keep_large_buffers_on_heap", None)
+    if tune is not None:  # what DetectorDriver.start does
+        tune()
+    driver = object.__new__(detector_node.DetectorDriver)  # no parameters, no engine
+    driver.stage = stage  # type: ignore[assignment]
+    driver.node = node
+    take_ms: list[float] = []
+    cb_ms: list[float] = []
+    decode_ms: list[float] = []
+    try:
+        deadline = time.monotonic() + 10.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(reps + 5):
+            stamp = i + 1
+            msg.header.stamp.sec = stamp
+            pub.publish(serialize_message(msg) if raw else msg)
+            got = None
+            deadline = time.monotonic() + 2.0
+            while got is None and time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                with sub.handle:
+                    got = sub.handle.take_message(sub.msg_type, sub.raw)
+                t1 = time.perf_counter()
+                if got is None:
+                    time.sleep(0.001)
+            if got is None:
+                raise RuntimeError("no message received")
+            driver._on_image(cam, got[0])  # type: ignore[arg-type]
+            t2 = time.perf_counter()
+            image = stage.frame.image()  # the worker's parse + view of a taken frame
+            t3 = time.perf_counter()
+            if image.shape != (h, w, 3):
+                raise RuntimeError(f"decoded {image.shape}, expected {(h, w, 3)}")
+            if i >= 5:
+                take_ms.append((t1 - t0) * 1e3)
+                cb_ms.append((t2 - t1) * 1e3)
+                decode_ms.append((t3 - t2) * 1e3)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    del data
+    total = np.array(take_ms) + np.array(cb_ms)
+    return {
+        "size": f"{w}x{h}",
+        "bytes": h * w * 3,
+        "raw_subscription": raw,
+        "take_ms_p50": round(float(np.median(take_ms)), 3),
+        "callback_ms_p50": round(float(np.median(cb_ms)), 3),
+        "total_ms_p50": round(float(np.median(total)), 3),
+        "total_ms_p95": round(float(np.percentile(total, 95)), 3),
+        "taken_frame_decode_ms_p50": round(float(np.median(decode_ms)), 3),
+        "errors": stage.errors,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--sizes", nargs="+", default=["1920x1080", "1280x720", "640x360"])
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "callback.json")
+    args = ap.parse_args()
+    rows = []
+    for s in args.sizes:
+        w, h = (int(v) for v in s.split("x"))
+        rows.append(measure((w, h), args.reps))
+        print(json.dumps(rows[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"machine": os.uname().nodename, "results": rows}, indent=2) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
