@@ -19,6 +19,8 @@ from perception.core.engines.cache import (
     BuildStatus,
     CachedEngine,
     CacheEntryError,
+    CacheKey,
+    CacheTrustError,
     EngineCache,
 )
 from perception.core.engines.onnxruntime_engine import OnnxRuntimeBuilder, OnnxRuntimeEngine
@@ -94,6 +96,12 @@ class BlockingEngine(Engine):
     def close(self) -> None:
         self.closed.set()
         self.inner.close()
+
+
+@pytest.fixture(autouse=True)
+def _private_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own cache key instead of the user's (~/.config)."""
+    monkeypatch.setenv("PERCEPTION_ENGINE_CACHE_KEY", str(tmp_path / "keys" / "cache.key"))
 
 
 @pytest.fixture
@@ -279,7 +287,7 @@ def test_close_during_build_cancels_cleanly(tiny: TinyModel, tmp_path: Path) -> 
 # ---------------------------------------------------------------- corrupt entries
 
 
-def _corrupt(entry: Path, how: str) -> None:
+def _corrupt(entry: Path, how: str, key: CacheKey | None = None) -> None:
     sidecar = entry / SIDECAR
     meta = json.loads(sidecar.read_text())
     artifact = entry / meta["artifact"]
@@ -305,13 +313,25 @@ def _corrupt(entry: Path, how: str) -> None:
         data = bytearray(artifact.read_bytes())
         data[-1] ^= 0xFF
         artifact.write_bytes(bytes(data))
-    elif how == "unloadable_artifact":  # integrity fine, content garbage: load must fail
+    elif how in ("unloadable_artifact", "swapped_unsigned"):
+        # content garbage with a matching size and sha256 in the sidecar:
+        # "unloadable_artifact" re-signs it with this user's key (as if our own
+        # cache had written an artifact the runtime now rejects: load fails,
+        # rebuild); "swapped_unsigned" is what anyone without the key can do
         import hashlib
 
         garbage = b"\x00garbage" * 10
         artifact.write_bytes(garbage)
         meta["artifact_size"] = len(garbage)
         meta["artifact_sha256"] = hashlib.sha256(garbage).hexdigest()
+        if how == "unloadable_artifact":
+            assert key is not None
+            meta["hmac_sha256"] = EngineCache(entry.parent).tag(
+                key, meta["artifact"], len(garbage), meta["artifact_sha256"]
+            )
+        sidecar.write_text(json.dumps(meta))
+    elif how == "tag_removed":
+        del meta["hmac_sha256"]
         sidecar.write_text(json.dumps(meta))
     elif how == "path_escape":
         meta["artifact"] = "../../etc/passwd"
@@ -333,7 +353,6 @@ def _corrupt(entry: Path, how: str) -> None:
         "truncated_artifact",
         "hash_mismatch",
         "unloadable_artifact",
-        "path_escape",
     ],
 )
 def test_corrupt_entry_is_rebuilt_with_warning(
@@ -343,7 +362,7 @@ def test_corrupt_entry_is_rebuilt_with_warning(
     first = CachedEngine(tiny.path, CountingBuilder(), cache_dir, background=False)
     assert first.status.serving == "build"
     first.close()
-    _corrupt(first.entry_dir, how)
+    _corrupt(first.entry_dir, how, first.key)
 
     builder = CountingBuilder()
     with caplog.at_level(logging.WARNING):
@@ -359,6 +378,26 @@ def test_corrupt_entry_is_rebuilt_with_warning(
     again = CachedEngine(tiny.path, CountingBuilder(), cache_dir)
     assert again.status.serving == "cache"
     again.close()
+
+
+@pytest.mark.parametrize("how", ["path_escape", "swapped_unsigned", "tag_removed"])
+def test_unauthenticated_entry_is_refused(tiny: TinyModel, tmp_path: Path, how: str) -> None:
+    """Before entries were signed, these edits of entry.json were "corrupt"
+    and rebuilt; with the HMAC they prove someone without this user's key
+    edited the entry, so it is refused (kept, nothing loaded) instead."""
+    cache_dir = tmp_path / "c"
+    first = CachedEngine(tiny.path, CountingBuilder(), cache_dir, background=False)
+    first.close()
+    _corrupt(first.entry_dir, how)
+    builder = CountingBuilder()
+    made: list[int] = []
+    with pytest.raises(CacheTrustError, match="not trusted") as err:
+        CachedEngine(
+            tiny.path, builder, cache_dir, fallback=lambda: made.append(1) or _fallback(tiny)
+        )
+    assert first.entry_dir.name in str(err.value) and "rm -r" in str(err.value)
+    assert builder.loads == 0 and builder.builds == 0 and made == []
+    assert (first.entry_dir / SIDECAR).is_file()  # left for inspection
 
 
 def test_lookup_reports_reason(tiny: TinyModel, tmp_path: Path) -> None:

@@ -9,19 +9,37 @@ Compiling a model for TensorRT takes minutes; a node must not stall that long.
 3. on a miss serves a fallback engine (e.g. ONNX Runtime CPU on the original
    model) while a background thread builds, stores and loads the artifact,
    then swaps it in atomically;
-4. treats an unreadable, tampered or incompatible entry as a miss: it logs a
-   warning, deletes the entry and rebuilds. It never crashes on cache content.
+4. treats a corrupt or incompatible entry as a miss: it logs a warning,
+   deletes the entry and rebuilds;
+5. refuses, with an error naming the entry and the reason, an entry it
+   cannot authenticate (CacheTrustError): nothing from it is loaded, and it
+   is left in place for inspection.
 
 An entry is a folder `<stem>.<runtime>.<key digest>/` holding the artifact and
-`entry.json` (the key fields, the artifact's sha256 and size). It is written
-in a temporary folder and renamed into place, so a crash mid-build leaves no
-half entry, and two processes building the same key cannot corrupt it.
+`entry.json` (the key fields, the artifact's sha256 and size, and an
+HMAC-SHA256 over the expected key and those artifact fields made with the
+per-user key of `trust.default_key_file`, which lives outside the cache).
+Anyone able to rewrite both the artifact and `entry.json` still cannot make
+a tag that verifies, nor move another model's entry under this key. It is
+written in a temporary folder and renamed into place, so a crash mid-build
+leaves no half entry, and two processes building the same key cannot
+corrupt it. The cache folder is created 0700 and refused when others could
+write it (`trust.check_private_dir`).
+
+Which failures rebuild and which refuse: an entry whose `entry.json` is
+missing, unreadable or of another format version (older versions wrote no
+tag) claims nothing, and one whose tag verifies was written by this user's
+cache, so a damaged or unloadable artifact in it is rebuilt with a warning.
+A well-formed `entry.json` whose tag does not verify was changed or written
+by someone else (or with another key): rebuilding would hide that from the
+operator and the writer could retry, so it is refused instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -40,6 +58,12 @@ import numpy as np
 from perception.core.engines._common import one_line
 from perception.core.engines.base import BuildStatus, Engine, EngineInfo
 from perception.core.engines.pixel_input import PixelInput
+from perception.core.engines.trust import (
+    CacheTrustError,
+    default_key_file,
+    ensure_private_dir,
+    load_or_create_key,
+)
 from perception.core.errors import EngineBuildError, EngineError, ModelFileError
 
 __all__ = [
@@ -47,11 +71,13 @@ __all__ = [
     "Builder",
     "CacheEntryError",
     "CacheKey",
+    "CacheTrustError",
     "CachedEngine",
     "EngineCache",
     "ProgressFn",
     "StatusFn",
     "default_cache_dir",
+    "default_key_file",
     "sha256_file",
 ]
 
@@ -60,8 +86,9 @@ _log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
 """Builder side: progress(fraction in [0, 1], message)."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: no authentication tag (rebuilt on sight)
 SIDECAR = "entry.json"
+TAG = "hmac_sha256"
 
 
 def default_cache_dir() -> Path:
@@ -104,7 +131,9 @@ class CacheKey:
 
 
 class CacheEntryError(EngineError):
-    """A cache entry exists but cannot be used (corrupt, tampered, incompatible)."""
+    """A cache entry exists but cannot be used (corrupt, incompatible): rebuilt.
+
+    An entry that fails authentication raises CacheTrustError instead."""
 
 
 class Builder(ABC):
@@ -137,14 +166,26 @@ class Builder(ABC):
 
 
 class EngineCache:
-    """Artifacts under one folder, with integrity-checked sidecars."""
+    """Artifacts under one private folder, with authenticated sidecars.
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None = None) -> None:
+    Args:
+        cache_dir: the folder (default `default_cache_dir()`); created 0700,
+            refused (CacheTrustError) when others could write it.
+        key_file: the per-user secret (default `default_key_file()`, outside
+            the cache); created 0600 on first use, refused when others could
+            read or write it or when it lies inside `cache_dir`.
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EngineError(f"cannot create engine cache dir {self.root}: {exc}") from None
+        ensure_private_dir(self.root, "engine cache folder")
+        self.key_file = Path(key_file) if key_file is not None else default_key_file()
+        self._secret, self.key_created = load_or_create_key(self.key_file, self.root)
         self._clean_stale_tmp()
 
     # -- keys and paths
@@ -164,12 +205,33 @@ class EngineCache:
     def entry_dir(self, key: CacheKey, stem: str) -> Path:
         return self.root / f"{_safe(stem)}.{key.runtime}.{key.digest}"
 
+    def tag(self, key: CacheKey, artifact: object, size: object, sha256: object) -> str:
+        """HMAC-SHA256 (hex) binding an artifact's name, size and sha256 to `key`
+        (which holds the model's sha256) under this user's secret."""
+        text = json.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "key": key.as_dict(),
+                "artifact": artifact,
+                "artifact_size": size,
+                "artifact_sha256": sha256,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+
     # -- read
     def lookup(self, key: CacheKey, stem: str, suffix: str) -> Path | None:
-        """Artifact path of a verified entry; None if absent; CacheEntryError if unusable."""
+        """Artifact path of a verified entry; None if absent.
+
+        Raises CacheEntryError for a corrupt or incompatible entry (rebuild
+        it) and CacheTrustError for one that fails authentication (refuse)."""
         entry = self.entry_dir(key, stem)
         if not entry.exists():
             return None
+        if entry.is_symlink() or not entry.is_dir():
+            raise CacheEntryError(f"{entry.name}: not a folder")
         sidecar = entry / SIDECAR
         try:
             meta = json.loads(sidecar.read_text())
@@ -179,28 +241,63 @@ class EngineCache:
             raise CacheEntryError(f"{entry.name}: unreadable {SIDECAR}: {one_line(exc)}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
             got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise CacheEntryError(f"{entry.name}: format {got!r}, expected {FORMAT_VERSION}")
-        want = key.as_dict()
-        got_key = meta.get("key")
-        if got_key != want:
-            diff = sorted(
-                k for k in want if not isinstance(got_key, dict) or got_key.get(k) != want[k]
-            )
-            raise CacheEntryError(f"{entry.name}: key mismatch in {', '.join(diff)}")
+            why = " (an older version's entry, without authentication)" if got == 1 else ""
+            raise CacheEntryError(f"{entry.name}: format {got!r}, expected {FORMAT_VERSION}{why}")
         name = meta.get("artifact")
-        if not isinstance(name, str) or "/" in name or not name.endswith(suffix):
+        want_size = meta.get("artifact_size")
+        want_sha = meta.get("artifact_sha256")
+        tag = meta.get(TAG)
+        if not isinstance(tag, str) or not hmac.compare_digest(
+            tag, self.tag(key, name, want_size, want_sha)
+        ):
+            raise CacheTrustError(self._untrusted(entry, key, meta, tag))
+        # authenticated: this user's cache wrote this entry for this key
+        got_key = meta.get("key")
+        if got_key != key.as_dict():  # informational copy edited: inconsistent
+            raise CacheEntryError(
+                f"{entry.name}: key mismatch in {', '.join(_key_diff(key, meta))}"
+            )
+        if not isinstance(name, str) or name != Path(name).name or not name.endswith(suffix):
             raise CacheEntryError(f"{entry.name}: bad artifact name {name!r}")
         artifact = entry / name
-        if not artifact.is_file():
+        if artifact.is_symlink() or not artifact.is_file():
             raise CacheEntryError(f"{entry.name}: artifact {name} missing")
         size = artifact.stat().st_size
-        if size != meta.get("artifact_size"):
+        if size != want_size:
             raise CacheEntryError(
-                f"{entry.name}: artifact is {size} bytes, expected {meta.get('artifact_size')}"
+                f"{entry.name}: artifact is {size} bytes, expected {want_size} (changed since "
+                "this cache wrote it)"
             )
-        if sha256_file(artifact) != meta.get("artifact_sha256"):
-            raise CacheEntryError(f"{entry.name}: artifact sha256 does not match {SIDECAR}")
+        if sha256_file(artifact) != want_sha:
+            raise CacheEntryError(
+                f"{entry.name}: artifact sha256 does not match {SIDECAR} (changed since this "
+                "cache wrote it: disk damage or tampering)"
+            )
         return artifact
+
+    def _untrusted(self, entry: Path, key: CacheKey, meta: dict[str, Any], tag: object) -> str:
+        """The refusal text: which entry, what failed, what it means, the fix."""
+        if not isinstance(tag, str):
+            what = f"{SIDECAR} has no authentication tag ({TAG}) although it claims format "
+            what += f"{FORMAT_VERSION}"
+        else:
+            what = f"the authentication tag in {SIDECAR} does not verify"
+        diff = _key_diff(key, meta)
+        if diff:
+            what += f", and its key differs from this model's in {', '.join(diff)}"
+        cause = (
+            f"the key file {self.key_file} was created just now, so the entry was written "
+            "with another key or by someone else"
+            if self.key_created
+            else f"the entry was changed or written by someone without this user's cache key "
+            f"({self.key_file}), or written with another key"
+        )
+        return (
+            f"engine cache entry {entry} is not trusted: {what}; {cause}. Refusing to load "
+            f"it. Inspect it, then delete it to rebuild (`rm -r '{entry}'`); if you replaced "
+            "the key file or copied this cache from another user or machine, deleting the "
+            "entry is the fix"
+        )
 
     # -- write
     def store(
@@ -210,22 +307,26 @@ class EngineCache:
         model_path: Path,
         progress: ProgressFn,
     ) -> Path:
-        """Build into a temporary folder, then rename it into place."""
+        """Build into a temporary folder, rename it into place, and return the
+        artifact as `lookup` verifies it (ours, or a concurrent winner's)."""
         final = self.entry_dir(key, model_path.stem)
         tmp = self.root / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        tmp.mkdir(mode=0o700)
         try:
             artifact = tmp / f"{_safe(model_path.stem)}{builder.suffix}"
             t0 = time.monotonic()
             builder.build(model_path, artifact, progress)
             if not artifact.is_file() or artifact.stat().st_size == 0:
                 raise EngineBuildError(f"{builder.runtime} build wrote no artifact")
+            size = artifact.stat().st_size
+            sha = sha256_file(artifact)
             meta = {
                 "format": FORMAT_VERSION,
                 "key": key.as_dict(),
                 "artifact": artifact.name,
-                "artifact_size": artifact.stat().st_size,
-                "artifact_sha256": sha256_file(artifact),
+                "artifact_size": size,
+                "artifact_sha256": sha,
+                TAG: self.tag(key, artifact.name, size, sha),
                 "model_file": str(model_path),
                 "build_seconds": round(time.monotonic() - t0, 3),
                 "created_unix": int(time.time()),
@@ -240,7 +341,10 @@ class EngineCache:
                 _log.info("engine cache: %s was stored by another process", final.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return final / artifact.name
+        verified = self.lookup(key, model_path.stem, builder.suffix)
+        if verified is None:
+            raise EngineBuildError(f"{final.name} vanished right after it was stored")
+        return verified
 
     def remove(self, entry: Path) -> None:
         """Delete an entry folder (rename first so no reader sees half of it)."""
@@ -263,6 +367,13 @@ class EngineCache:
                 continue
             if pid != os.getpid() and not _pid_alive(pid):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _key_diff(key: CacheKey, meta: dict[str, Any]) -> list[str]:
+    """Names of the key fields where a sidecar's copy differs from `key`."""
+    want = key.as_dict()
+    got = meta.get("key")
+    return sorted(k for k in want if not isinstance(got, dict) or got.get(k) != want[k])
 
 
 def _safe(stem: str) -> str:
@@ -312,6 +423,10 @@ class CachedEngine(Engine):
         on_progress: called with every BuildStatus change, from the build
             thread; exceptions in it are logged and ignored.
         background: False builds in the calling thread (tools, tests).
+
+    Raises CacheTrustError when the cache folder, its key or the entry for
+    this model cannot be trusted (see the module docstring); a corrupt entry
+    is rebuilt with a warning instead.
     """
 
     def __init__(
@@ -341,7 +456,12 @@ class CachedEngine(Engine):
 
         self._key = self._cache.key(self._model, builder)
         self._entry = self._cache.entry_dir(self._key, self._model.stem)
-        engine, artifact = self._load_cached()
+        try:
+            engine, artifact = self._load_cached()
+        except CacheTrustError:
+            if isinstance(fallback, Engine):
+                _close_quietly(fallback)  # owned by us; the caller never gets this object
+            raise
         if engine is not None:
             self._install(engine)
             self._set(
@@ -494,6 +614,10 @@ class CachedEngine(Engine):
                     f"{self._entry.name}: cached artifact failed to load: "
                     f"{type(exc).__name__}: {one_line(exc)}"
                 ) from None
+        except CacheTrustError as exc:
+            _log.error("engine cache: %s", exc)
+            self._set("failed", 0.0, "cache entry refused", error=str(exc))
+            raise
         except CacheEntryError as exc:
             _log.warning("engine cache: %s; deleting the entry and rebuilding", exc)
             self._cache.remove(self._entry)
