@@ -16,6 +16,7 @@ from pathlib import Path
 from perception.core.engines.base import Engine
 from perception.core.engines.cache import Builder, CachedEngine, EngineCache, StatusFn
 from perception.core.engines.config import EngineConfig
+from perception.core.engines.trust import warn_code_bearing
 from perception.core.errors import EngineError
 
 __all__ = ["check_runtime", "create_engine"]
@@ -193,11 +194,14 @@ def create_engine(config: EngineConfig, on_progress: StatusFn | None = None) -> 
         raise EngineError(
             f"runtime torch_tensorrt needs build_input_shape (B, C, H, W) for {Path(model).name}"
         )
+    kind = TorchTensorRTBuilder.model_kind_of(model)
+    # said before any cache lookup: a cached build runs the same stored code
+    warn_code_bearing(model, kind)
     tt_builder = TorchTensorRTBuilder(
         config.parsed_device,
         config.precision,
         config.build_input_shape,
-        model_kind=TorchTensorRTBuilder.model_kind_of(model),
+        model_kind=kind,
         metadata=_fallback_metadata(config),
         name=Path(model).stem,
     )

@@ -36,6 +36,7 @@ from perception.core.engines.pixel_input import (
     PixelInputUnsupported,
     fuse_pixel_input,
 )
+from perception.core.engines.trust import ensure_private_dir
 from perception.core.errors import (
     EngineError,
     ModelFileError,
@@ -214,7 +215,10 @@ class OnnxRuntimeEngine(Engine):
         optimized_model_path: if set, ONNX Runtime writes the optimised graph
             there while creating the session (the cache's build step).
         tensorrt: put the TensorRT execution provider first (device must be cuda).
-        trt_cache_dir: engine cache folder of the TensorRT provider.
+        trt_cache_dir: engine cache folder of the TensorRT provider. ONNX
+            Runtime loads the plans there without authentication, so the
+            folder is created 0700 and refused when others could write it
+            (`trust.ensure_private_dir`).
         allow_fallback: accept a session that ended up without a requested
             GPU provider (logged as a warning) instead of raising.
         session_config: SessionOptions config entries (add_session_config_entry),
@@ -255,6 +259,8 @@ class OnnxRuntimeEngine(Engine):
         dev = Device.parse(device)
         if precision not in ("fp32", "fp16", "int8"):
             raise EngineError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        if trt_cache_dir:
+            ensure_private_dir(trt_cache_dir, "TensorRT provider cache folder")
         wanted = _requested_providers(dev, providers, precision, tensorrt, trt_cache_dir)
         if not wanted:
             raise EngineError("providers is empty: name at least one execution provider")

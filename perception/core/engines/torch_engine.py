@@ -23,6 +23,7 @@ import numpy as np
 from perception.core.engines._common import one_line, run_chunked, validate_batch
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.engines.config import Device
+from perception.core.engines.trust import warn_code_bearing
 from perception.core.errors import EngineError, ModelFileError, RuntimeUnavailableError
 
 __all__ = ["TorchEngine", "flatten_outputs", "import_torch", "load_torch_model", "torch_device"]
@@ -90,7 +91,8 @@ def load_torch_model(
     """Load TorchScript (torch.jit.save) or an ExportedProgram (torch.export.save).
 
     Pickled whole modules (torch.save(model)) are refused: loading them runs
-    arbitrary code and needs the model's source on the path.
+    arbitrary code and needs the model's source on the path. Both accepted
+    formats can run code from the file too: a warning says so, once per path.
     """
     p = Path(path)
     if not p.exists():
@@ -120,15 +122,16 @@ def load_torch_model(
         n.endswith(("/archive_format", "/models/model.json", "/serialized_exported_program.json"))
         for n in names
     )
+    if not exported and not any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        raise ModelFileError(
+            f"{p.name} is a zip but not TorchScript (a torch.save checkpoint?); export "
+            "with torch.jit.script/trace + save, or torch.export.save"
+        )
+    warn_code_bearing(p, "exported_program" if exported else "torchscript")
     try:
         if exported:
             model = torch.export.load(str(p)).module().to(device)
         else:
-            if not any("/code/" in n or n.endswith("/constants.pkl") for n in names):
-                raise ModelFileError(
-                    f"{p.name} is a zip but not TorchScript (a torch.save checkpoint?); export "
-                    "with torch.jit.script/trace + save, or torch.export.save"
-                )
             extra = {"config.txt": ""}
             model = torch.jit.load(str(p), map_location=device, _extra_files=extra)
             meta = _metadata_from_config(extra["config.txt"])

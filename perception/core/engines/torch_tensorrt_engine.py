@@ -41,6 +41,7 @@ from perception.core.engines.torch_engine import (
     load_torch_model,
     torch_device,
 )
+from perception.core.engines.trust import warn_code_bearing
 from perception.core.errors import EngineBuildError, EngineError, RuntimeUnavailableError
 
 __all__ = ["TorchTensorRTBuilder", "import_torch_tensorrt"]
@@ -160,6 +161,7 @@ class TorchTensorRTBuilder(Builder):
         progress(0.05, f"loading {model_path.name}")
         try:
             if self.model_kind == "exported_program":
+                warn_code_bearing(model_path, "exported_program")
                 program = torch.export.load(str(model_path))
                 progress(0.15, "compiling with torch_tensorrt (dynamo)")
                 compiled = tt.compile(
