@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ["ROS_LOCALHOST_ONLY"] = "1"
 os.environ["ROS_DOMAIN_ID"] = os.environ.get(
     "PERCEPTION_TEST_DOMAIN_ID", str(random.SystemRandom().randint(1, 101))
+)
+# The engine cache's per-user key (perception/core/engines/trust.py): a key of this
+# test run, never the user's own ~/.config/perception/engine-cache.key.
+os.environ.setdefault(
+    "PERCEPTION_ENGINE_CACHE_KEY",
+    str(Path(tempfile.mkdtemp(prefix="perception-test-key-")) / "engine-cache.key"),
 )
 
 import pytest
