@@ -30,7 +30,7 @@ inputs in the same order give the same frames.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -74,13 +74,18 @@ COUNTERS = (
     "objects_errors",
     "camera_info_missing",
     "camera_info_errors",
+    "tracks_errors",
+    "rejected_rows",
+    "callback_errors",
 )
 """Counters of `OverlayCompositor.counters` (reported in /diagnostics by the node)."""
 
 MAX_CLASS_NAMES = 4096
 """Most class names learnt from the inputs (a flood of odd strings cannot grow them)."""
+MAX_CLASS_NAME_LEN = 256
+"""Longer class strings are not learnt as names (4096 of 1 MB each would be 4 GB)."""
 
-BadInput = Literal["image", "objects", "camera_info"]
+BadInput = Literal["image", "objects", "camera_info", "tracks", "request", "callback"]
 ImageT = TypeVar("ImageT")
 Warn = Callable[[str, str], None]
 """warn(kind, message): kind is a stable key (e.g. for throttling per kind)."""
@@ -178,6 +183,8 @@ class OverlayCompositor(Generic[ImageT]):
         self.class_names: list[str] = [n for n in class_names if n]
         self._class_lookup = {n: i for i, n in enumerate(self.class_names)}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.rejected: dict[str, int] = {}
+        """Rows dropped at conversion and messages refused, by "<source>.<kind>"."""
         self.camera: CameraModel | None = None
         self.latest_tracks: Detections | None = None
         self.last_horizon_s: float | None = None
@@ -217,7 +224,7 @@ class OverlayCompositor(Generic[ImageT]):
         its own, so labels show the names the inputs carry (bounded)."""
         known = self._class_lookup
         for name in names:
-            if name in known or len(known) >= MAX_CLASS_NAMES:
+            if name in known or len(known) >= MAX_CLASS_NAMES or len(name) > MAX_CLASS_NAME_LEN:
                 continue
             try:
                 int(name)
@@ -229,16 +236,45 @@ class OverlayCompositor(Generic[ImageT]):
         """The camera model the 3D boxes are projected with."""
         self.camera = camera
 
-    def note_bad_input(self, kind: BadInput, reason: str) -> None:
+    def note_bad_input(self, kind: BadInput, reason: str, detail: str | None = None) -> None:
         """Count an input the caller could not convert: an image that did not
-        decode, a 3D objects message (also counted received), a CameraInfo."""
+        decode, a 3D objects or tracks message (also counted received), a
+        CameraInfo, a "tracks at t" request (counted refused), or anything a
+        callback did not expect ("callback": the caller's last-resort guard).
+        `detail` (e.g. the error's kind: "too_large", "stamp") is also counted
+        as `rejected["<kind>.<detail>"]`."""
+        if detail:
+            key = f"{kind}.{detail}"
+            self.rejected[key] = self.rejected.get(key, 0) + 1
         if kind == "image":
             self._count("decode_errors", "decode", f"overlay: bad image: {reason}")
         elif kind == "objects":
             self.counters["objects_received"] += 1
             self._count("objects_errors", "objects", f"overlay: bad 3D objects: {reason}")
+        elif kind == "tracks":
+            self.counters["tracks_received"] += 1
+            self._count("tracks_errors", "tracks", f"overlay: bad tracks: {reason}")
+        elif kind == "request":
+            self.counters["requests"] += 1
+            self._count("requests_refused", "request", f"overlay: bad request: {reason}")
+        elif kind == "callback":
+            self._count("callback_errors", "callback", f"overlay: unexpected error: {reason}")
         else:
             self._count("camera_info_errors", "camera_info", f"overlay: bad CameraInfo: {reason}")
+
+    def note_rejected_rows(self, source: str, rejected: Mapping[str, int]) -> None:
+        """Count rows the caller's conversion dropped (by kind: "id",
+        "class_id", "size", ...) from a `source` message ("tracks", "objects")."""
+        total = 0
+        for kind, n in rejected.items():
+            key = f"{source}.{kind}"
+            self.rejected[key] = self.rejected.get(key, 0) + n
+            total += n
+        if total:
+            self.counters["rejected_rows"] += total
+            if self._warn is not None:
+                what = ", ".join(f"{n} {k}" for k, n in sorted(rejected.items()))
+                self._warn(f"rows.{source}", f"overlay: dropped {source} rows out of range: {what}")
 
     # ------------------------------------------------------------ data path
     def add_image(self, stamp_ns: int, image: ImageT) -> list[OverlayFrame[ImageT]]:
@@ -332,10 +368,13 @@ class OverlayCompositor(Generic[ImageT]):
         values["buffer_size"] = str(self._settings.buffer_size)
         values["trail_tracks"] = str(len(self.trails))
         values["use_prediction"] = str(self._settings.use_prediction)
+        values.update({f"rejected.{k}": str(v) for k, v in sorted(self.rejected.items())})
         if self.last_horizon_s is not None:
             values["last_horizon_ms"] = f"{self.last_horizon_s * 1e3:.1f}"
         bad = c["decode_errors"] + c["draw_errors"] + c["prediction_refused"]
         bad += c["objects_errors"] + c["camera_info_errors"] + c["camera_info_missing"]
+        bad += c["tracks_errors"] + c["rejected_rows"]
+        bad += c["callback_errors"]
         message = (
             f"{c['published']} published, {c['unmatched_images']} images and "
             f"{c['unmatched_tracks']} tracks unmatched"

@@ -8,7 +8,8 @@ the class is written as a string, either the class name or the numeric id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -24,7 +25,16 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
-from perception.core.message_fields import centre_size
+from perception.core.message_fields import (
+    MAX_COORD,
+    MessageFieldError,
+    centre_size,
+    class_id_value,
+    count_rejected,
+    stamp_ns_of,
+    stamp_parts,
+    track_id_value,
+)
 from perception.core.message_fields import class_strings as _class_strings
 from perception.core.types import UNTRACKED, Detections
 from perception.pipeline.types import LATENCY_FIELDS
@@ -33,6 +43,7 @@ ClassFormat = Literal["name", "id"]
 
 __all__ = [
     "ClassFormat",
+    "MessageFieldError",
     "detections_to_msg",
     "header_from",
     "label_info_msg",
@@ -46,13 +57,19 @@ _NS = 1_000_000_000
 
 
 def stamp_to_ns(stamp: Time) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds (no float rounding)."""
-    return int(stamp.sec) * _NS + int(stamp.nanosec)
+    """builtin_interfaces/Time -> integer nanoseconds (no float rounding).
+
+    Raises MessageFieldError (kind "stamp") for nanosec >= 1e9 or a sec
+    outside int32: such a stamp cannot be republished without wrapping."""
+    return stamp_ns_of(stamp.sec, stamp.nanosec)
 
 
 def ns_to_stamp(ns: int) -> Time:
-    """Integer nanoseconds -> builtin_interfaces/Time (nanosec always in [0, 1e9))."""
-    sec, nsec = divmod(int(ns), _NS)
+    """Integer nanoseconds -> builtin_interfaces/Time (nanosec always in [0, 1e9)).
+
+    Raises MessageFieldError (kind "stamp") when the seconds do not fit the
+    message's int32 instead of letting them wrap on the wire."""
+    sec, nsec = stamp_parts(ns)
     return Time(sec=sec, nanosec=nsec)
 
 
@@ -110,32 +127,34 @@ def _class_lookup(class_names: Sequence[str] | Mapping[str, int] | None) -> dict
 
 
 def best_hypothesis(results: Sequence[ObjectHypothesisWithPose]) -> ObjectHypothesisWithPose | None:
-    """The highest-scoring hypothesis of a detection, or None when it has none."""
-    return max(results, key=lambda r: r.hypothesis.score) if results else None
+    """The highest-scoring hypothesis of a detection, or None when it has none
+    (a NaN score never wins over a number)."""
+    if not results:
+        return None
+    return max(results, key=lambda r: _score_key(r.hypothesis.score))
+
+
+def _score_key(score: float) -> float:
+    return score if score == score else -math.inf  # NaN sorts last
 
 
 def class_id_of(class_id: str, lookup: Mapping[str, int]) -> int:
-    """Class string -> id: a known name, else an integer string, else -1."""
-    if class_id in lookup:
-        return lookup[class_id]
-    try:
-        return int(class_id)
-    except ValueError:
-        return -1
+    """Class string -> id: a known name, else an integer string, else -1.
+    Raises MessageFieldError ("class_id") for a number outside [-1, int32 max]."""
+    return class_id_value(class_id, lookup)
 
 
 def track_id_of(text: str) -> int:
-    """`Detection2D/3D.id` -> track id; "" or non-numeric is untracked (-1)."""
-    try:
-        return int(text) if text else UNTRACKED
-    except ValueError:
-        return UNTRACKED
+    """`Detection2D/3D.id` -> track id; "" or non-numeric is untracked (-1).
+    Raises MessageFieldError ("id") for a number outside [-1, int64 max]."""
+    return track_id_value(text)
 
 
 def msg_to_detections(
     msg: Detection2DArray,
     class_names: Sequence[str] | Mapping[str, int] | None = None,
     image_size: tuple[int, int] = (0, 0),
+    rejected: MutableMapping[str, int] | None = None,
 ) -> Detections:
     """vision_msgs/Detection2DArray -> core detections.
 
@@ -143,32 +162,60 @@ def msg_to_detections(
     looked up in `class_names` first, then parsed as an integer; anything else
     becomes class -1. A rotated box (theta != 0) is replaced by its axis-aligned
     bounding box. A non-numeric `id` becomes untracked (-1).
+
+    Never raises on a detection's fields: a row with an id outside int64, a
+    class id outside [-1, int32 max], a non-finite score, a non-finite or
+    negative size or a coordinate beyond `MAX_COORD` is dropped and counted
+    in `rejected[kind]` (kinds as `MessageFieldError.kind`). Only a header
+    stamp out of range raises MessageFieldError ("stamp"): the whole message
+    has no usable time.
     """
+    stamp_ns = stamp_to_ns(msg.header.stamp)
     lookup = _class_lookup(class_names)
-    n = len(msg.detections)
-    xyxy = np.empty((n, 4), np.float64)
-    scores = np.zeros(n, np.float32)
-    class_ids = np.full(n, -1, np.int32)
-    track_ids = np.full(n, UNTRACKED, np.int64)
-    for i, d in enumerate(msg.detections):
+    rows: list[tuple[float, float, float, float, float, float]] = []
+    classes: list[int] = []
+    tracks: list[int] = []
+    for d in msg.detections:
+        try:
+            best = best_hypothesis(d.results)
+            cls = -1 if best is None else class_id_value(best.hypothesis.class_id, lookup)
+            tid = track_id_value(d.id)
+        except MessageFieldError as exc:
+            count_rejected(rejected, exc.kind)
+            continue
         b = d.bbox
-        cx, cy, w, h = b.center.position.x, b.center.position.y, b.size_x, b.size_y
-        theta = b.center.theta
-        if theta:
-            c, s = abs(np.cos(theta)), abs(np.sin(theta))
-            w, h = w * c + h * s, w * s + h * c
-        xyxy[i] = (cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5)
-        best = best_hypothesis(d.results)
-        if best is not None:
-            scores[i] = best.hypothesis.score
-            class_ids[i] = class_id_of(best.hypothesis.class_id, lookup)
-        track_ids[i] = track_id_of(d.id)
+        score = 0.0 if best is None else float(best.hypothesis.score)
+        rows.append((b.center.position.x, b.center.position.y, b.size_x, b.size_y,
+                     b.center.theta, score))  # fmt: skip
+        classes.append(cls)
+        tracks.append(tid)
+    n = len(rows)
+    raw = np.asarray(rows, np.float64).reshape(n, 6)
+    cx, cy, w, h, theta, score = raw.T
+    keep = np.ones(n, bool)
+    with np.errstate(invalid="ignore"):
+        for kind, bad in (
+            ("score", ~np.isfinite(score)),
+            ("size", ~((w >= 0) & (w <= MAX_COORD) & (h >= 0) & (h <= MAX_COORD))),
+            ("box", ~((np.abs(cx) <= MAX_COORD) & (np.abs(cy) <= MAX_COORD) & np.isfinite(theta))),
+        ):
+            bad &= keep
+            if bad.any():
+                count_rejected(rejected, kind, int(bad.sum()))
+            keep &= ~bad
+    rotated = keep & (theta != 0)
+    if rotated.any():
+        c, s = np.abs(np.cos(theta[rotated])), np.abs(np.sin(theta[rotated]))
+        wr, hr = w[rotated], h[rotated]
+        w[rotated], h[rotated] = wr * c + hr * s, wr * s + hr * c
+    with np.errstate(invalid="ignore", over="ignore"):  # dropped rows may be inf
+        xyxy = np.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5], axis=1)
     return Detections(
-        xyxy=xyxy.astype(np.float32),
-        scores=scores,
-        class_ids=class_ids,
-        track_ids=track_ids,
-        stamp_ns=stamp_to_ns(msg.header.stamp),
+        xyxy=xyxy[keep].astype(np.float32),
+        scores=score[keep].astype(np.float32),
+        class_ids=np.asarray(classes, np.int64).reshape(n)[keep].astype(np.int32),
+        track_ids=np.asarray(tracks, np.int64).reshape(n)[keep],
+        stamp_ns=stamp_ns,
         frame_id=msg.header.frame_id,
         image_size=image_size,
     )

@@ -10,7 +10,7 @@ for RViz and Foxglove.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -26,7 +26,13 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from perception.core.drawing import color_for
 from perception.core.fusion.types import Objects3D, yaw_quaternions
-from perception.core.message_fields import camera_model_from_info, cloud_from_msg
+from perception.core.message_fields import (
+    MAX_COORD,
+    MessageFieldError,
+    camera_model_from_info,
+    cloud_from_msg,
+    count_rejected,
+)
 from perception.ros.conversions import (
     ClassFormat,
     _class_lookup,
@@ -97,6 +103,7 @@ def objects_to_detection3d_array(
 def detection3d_array_to_objects(
     msg: Detection3DArray,
     class_names: Sequence[str] | Mapping[str, int] | None = None,
+    rejected: MutableMapping[str, int] | None = None,
 ) -> Objects3D:
     """vision_msgs/Detection3DArray -> Objects3D in the array's frame (the
     inverse of `objects_to_detection3d_array`).
@@ -107,41 +114,67 @@ def detection3d_array_to_objects(
     covariance is not 36 numbers). The yaw is the rotation about +z of the box
     orientation (exact for the yaw-only boxes this package publishes). A
     non-numeric `id` is untracked; velocities are unknown (the message has
-    none). Raises FusionInputError (from Objects3D) on non-finite or
-    non-positive sizes.
+    none).
+
+    Never raises on a detection's fields: a row with an id outside int64, a
+    class id outside [-1, int32 max], a non-finite score, orientation or
+    covariance, a centre beyond `MAX_COORD` or a size that is not in
+    (0, MAX_COORD] is dropped and counted in `rejected[kind]`. Only a header
+    stamp out of range raises MessageFieldError ("stamp").
     """
+    stamp_ns = stamp_to_ns(msg.header.stamp)
     lookup = _class_lookup(class_names)
-    n = len(msg.detections)
-    centers = np.zeros((n, 3), np.float64)
-    sizes = np.zeros((n, 3), np.float64)
-    yaws = np.zeros(n, np.float64)
-    cov = np.zeros((n, 3, 3), np.float64)
-    scores = np.zeros(n, np.float32)
-    class_ids = np.full(n, -1, np.int32)
-    track_ids = np.full(n, -1, np.int64)
-    for i, d in enumerate(msg.detections):
+    rows: list[list[float]] = []
+    covs: list[np.ndarray] = []
+    class_ids: list[int] = []
+    track_ids: list[int] = []
+    zero = np.zeros((3, 3), np.float64)
+    for d in msg.detections:
+        try:
+            best = best_hypothesis(d.results)
+            cls = -1 if best is None else class_id_of(best.hypothesis.class_id, lookup)
+            tid = track_id_of(d.id)
+        except MessageFieldError as exc:
+            count_rejected(rejected, exc.kind)
+            continue
         c, o, s = d.bbox.center.position, d.bbox.center.orientation, d.bbox.size
-        centers[i] = (c.x, c.y, c.z)
-        sizes[i] = (s.x, s.y, s.z)
-        yaws[i] = np.arctan2(2.0 * (o.w * o.z + o.x * o.y), 1.0 - 2.0 * (o.y * o.y + o.z * o.z))
-        best = best_hypothesis(d.results)
-        if best is not None:
-            scores[i] = best.hypothesis.score
-            class_ids[i] = class_id_of(best.hypothesis.class_id, lookup)
-            c6 = np.asarray(best.pose.covariance, np.float64)
-            if c6.size == 36:
-                cov[i] = c6.reshape(6, 6)[:3, :3]
-        track_ids[i] = track_id_of(d.id)
+        block = zero
+        if best is not None and len(best.pose.covariance) == 36:
+            block = np.asarray(best.pose.covariance, np.float64).reshape(6, 6)[:3, :3]
+        score = 0.0 if best is None else float(best.hypothesis.score)
+        rows.append([c.x, c.y, c.z, s.x, s.y, s.z, o.x, o.y, o.z, o.w, score])
+        covs.append(block)
+        class_ids.append(cls)
+        track_ids.append(tid)
+    n = len(rows)
+    raw = np.asarray(rows, np.float64).reshape(n, 11)
+    centers, sizes, quat, scores = raw[:, 0:3], raw[:, 3:6], raw[:, 6:10], raw[:, 10]
+    cov = np.asarray(covs, np.float64).reshape(n, 3, 3)
+    with np.errstate(invalid="ignore", over="ignore"):
+        qx, qy, qz, qw = quat.T
+        yaws = np.arctan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz))
+        cov_ok = (np.abs(cov) <= np.finfo(np.float32).max).all(axis=(1, 2))
+    keep = np.ones(n, bool)
+    for kind, bad in (
+        ("score", ~np.isfinite(scores)),
+        ("box", ~((np.abs(centers) <= MAX_COORD).all(axis=1) & np.isfinite(yaws))),
+        ("size", ~((sizes > 0) & (sizes <= MAX_COORD)).all(axis=1)),
+        ("covariance", ~cov_ok),
+    ):
+        bad &= keep
+        if bad.any():
+            count_rejected(rejected, kind, int(bad.sum()))
+        keep &= ~bad
     return Objects3D.from_arrays(
-        centers,
-        sizes,
-        yaws,
-        cov,
+        centers[keep],
+        sizes[keep],
+        yaws[keep],
+        cov[keep],
         None,
-        scores,
-        class_ids,
-        track_ids,
-        stamp_ns=stamp_to_ns(msg.header.stamp),
+        scores[keep],
+        np.asarray(class_ids, np.int64).reshape(n)[keep],
+        np.asarray(track_ids, np.int64).reshape(n)[keep],
+        stamp_ns=stamp_ns,
         frame_id=msg.header.frame_id,
     )
 

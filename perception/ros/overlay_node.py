@@ -24,6 +24,11 @@ horizon and the position covariance go), or refused with the reason on
 Counters and the current queue sizes go to /diagnostics. Parameters come
 from specs/overlay.params.yaml (`perception.config.OverlayParams`).
 
+No message ends the node: every field is range-checked at conversion (rows
+out of range are dropped and counted as `rejected.<source>.<kind>`, a stamp
+out of range refuses the message), and each callback has a last-resort
+guard that counts (`callback_errors`) and logs throttled.
+
     ros2 run perception overlay_node --ros-args -p image_topic:=/cam/image_raw \
         -p tracks_topic:=/detector/cam/tracks -p use_prediction:=true
 """
@@ -33,7 +38,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -54,6 +60,7 @@ from perception.core.overlay_pipeline import (
 )
 from perception.core.prediction import Prediction, PredictionError
 from perception.ros.conversions import (
+    MessageFieldError,
     detections_to_msg,
     msg_to_detections,
     ns_to_stamp,
@@ -80,6 +87,7 @@ __all__ = ["COUNTERS", "OverlayNode", "main", "overlay_settings", "prediction_to
 _THROTTLE_S = 5.0
 
 ImageMsg: TypeAlias = "Image | CompressedImage"
+MsgT = TypeVar("MsgT")
 
 
 def overlay_settings(p: OverlayParams, transform: np.ndarray | None = None) -> OverlaySettings:
@@ -130,23 +138,26 @@ class OverlayNode(Node):
         if p.transport == "compressed":
             topic = p.image_topic.rstrip("/") + "/compressed"
             self.sub_image = self.create_subscription(
-                CompressedImage, topic, self._on_image, image_qos
+                CompressedImage, topic, self._guard("image", self._on_image), image_qos
             )
         else:
             self.sub_image = self.create_subscription(
-                Image, p.image_topic, self._on_image, image_qos
+                Image, p.image_topic, self._guard("image", self._on_image), image_qos
             )
         self.sub_tracks = self.create_subscription(
-            Detection2DArray, p.tracks_topic, self._on_tracks, qos
+            Detection2DArray, p.tracks_topic, self._guard("tracks", self._on_tracks), qos
         )
         self.sub_objects = self.sub_info = None
         if p.objects_topic:
             self.sub_objects = self.create_subscription(
-                Detection3DArray, p.objects_topic, self._on_objects, qos
+                Detection3DArray, p.objects_topic, self._guard("objects", self._on_objects), qos
             )
         if p.camera_info_topic:
             self.sub_info = self.create_subscription(
-                CameraInfo, p.camera_info_topic, self._on_camera_info, qos
+                CameraInfo,
+                p.camera_info_topic,
+                self._guard("camera_info", self._on_camera_info),
+                qos,
             )
         if self.sub_objects is not None and self.sub_info is None:
             self.get_logger().warning(
@@ -160,7 +171,9 @@ class OverlayNode(Node):
                 Detection2DArray, p.tracks_at.response_topic, qos
             )
             self.pub_refused = self.create_publisher(String, request.rstrip("/") + "/refused", qos)
-            self.sub_request = self.create_subscription(Header, request, self._on_request, qos)
+            self.sub_request = self.create_subscription(
+                Header, request, self._guard("request", self._on_request), qos
+            )
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diag_timer = self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
@@ -187,22 +200,49 @@ class OverlayNode(Node):
             self._warned[kind] = now
             self.get_logger().warning(message)
 
+    def _guard(self, name: str, callback: Callable[[MsgT], None]) -> Callable[[MsgT], None]:
+        """`callback` with a last resort: anything it raises is counted
+        (callback_errors) and logged throttled instead of ending the node."""
+
+        def guarded(msg: MsgT) -> None:
+            try:
+                callback(msg)
+            except Exception as exc:  # one message must never end the node
+                reason = f"{name}: {type(exc).__name__}: {exc}"
+                self.core.note_bad_input("callback", reason, name)
+
+        return guarded
+
     # ------------------------------------------------------------- data path
     def _on_image(self, msg: ImageMsg) -> None:
-        self._publish(self.core.add_image(stamp_to_ns(msg.header.stamp), msg))
+        try:
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+        except MessageFieldError as exc:
+            self.core.note_bad_input("image", f"({exc.kind}) {exc}", exc.kind)
+            return
+        self._publish(self.core.add_image(stamp_ns, msg))
 
     def _on_tracks(self, msg: Detection2DArray) -> None:
         self.core.learn_class_names(
             r.hypothesis.class_id for d in msg.detections for r in d.results
         )
-        self._publish(self.core.add_tracks(msg_to_detections(msg, self.core.class_names)))
+        rejected: dict[str, int] = {}
+        try:
+            tracks = msg_to_detections(msg, self.core.class_names, rejected=rejected)
+        except MessageFieldError as exc:
+            self.core.note_bad_input("tracks", f"({exc.kind}) {exc}", exc.kind)
+            return
+        self.core.note_rejected_rows("tracks", rejected)
+        self._publish(self.core.add_tracks(tracks))
 
     def _on_objects(self, msg: Detection3DArray) -> None:
+        rejected: dict[str, int] = {}
         try:
-            objects = detection3d_array_to_objects(msg, self.core.class_names)
+            objects = detection3d_array_to_objects(msg, self.core.class_names, rejected)
         except (PerceptionError, ValueError) as exc:
-            self.core.note_bad_input("objects", str(exc))
+            self.core.note_bad_input("objects", str(exc), getattr(exc, "kind", None))
             return
+        self.core.note_rejected_rows("objects", rejected)
         self._publish(self.core.add_objects(objects))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -212,7 +252,7 @@ class OverlayNode(Node):
             return
         try:
             self.core.set_camera(camera_model_from_info(msg))
-        except PerceptionError as exc:
+        except (PerceptionError, ValueError) as exc:
             self.core.note_bad_input("camera_info", str(exc))
             return
         self._info_key = key
@@ -221,7 +261,12 @@ class OverlayNode(Node):
         """Answer "tracks at time t" with the newest tracks predicted to t."""
         if self.pub_answer is None or self.pub_refused is None:
             return
-        target = stamp_to_ns(msg.stamp)
+        try:
+            target = stamp_to_ns(msg.stamp)
+        except MessageFieldError as exc:
+            self.core.note_bad_input("request", str(exc), exc.kind)
+            self.pub_refused.publish(String(data=f"tracks at a time refused: {exc}"))
+            return
         try:
             pred = self.core.tracks_at(target)
         except PredictionError as exc:
@@ -240,7 +285,7 @@ class OverlayNode(Node):
                     else image_to_bgr(msg)
                 )
             except ImageDecodeError as exc:
-                self.core.note_bad_input("image", f"({exc.kind}) {exc}")
+                self.core.note_bad_input("image", f"({exc.kind}) {exc}", exc.kind)
                 continue
             out = self.core.render(frame, bgr)
             if out is not None:
