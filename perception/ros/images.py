@@ -14,17 +14,23 @@ from std_msgs.msg import Header
 
 from perception.core.errors import InputImageError
 from perception.core.images import (
+    DEFAULT_MAX_PIXELS,
     ENCODINGS,
+    CompressedHeader,
     ImageDecodeError,
+    compressed_header,
     compressed_to_bgr,
     image_to_array,
     image_to_bgr,
 )
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "ENCODINGS",
+    "CompressedHeader",
     "ImageDecodeError",
     "bgr_to_image_msg",
+    "compressed_header",
     "compressed_to_bgr",
     "image_to_array",
     "image_to_bgr",

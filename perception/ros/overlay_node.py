@@ -26,8 +26,9 @@ from specs/overlay.params.yaml (`perception.config.OverlayParams`).
 
 No message ends the node: every field is range-checked at conversion (rows
 out of range are dropped and counted as `rejected.<source>.<kind>`, a stamp
-out of range refuses the message), and each callback has a last-resort
-guard that counts (`callback_errors`) and logs throttled.
+out of range refuses the message), images are refused by their header
+before decoding when over `MAX_PIXELS` or not JPEG/PNG, and each callback
+has a last-resort guard that counts (`callback_errors`) and logs throttled.
 
     ros2 run perception overlay_node --ros-args -p image_topic:=/cam/image_raw \
         -p tracks_topic:=/detector/cam/tracks -p use_prediction:=true
@@ -68,6 +69,7 @@ from perception.ros.conversions import (
 )
 from perception.ros.conversions3d import camera_model_from_info, detection3d_array_to_objects
 from perception.ros.images import (
+    DEFAULT_MAX_PIXELS,
     ImageDecodeError,
     bgr_to_image_msg,
     compressed_to_bgr,
@@ -85,6 +87,10 @@ from perception.ros.runner import run_node
 __all__ = ["COUNTERS", "OverlayNode", "main", "overlay_settings", "prediction_to_msg"]
 
 _THROTTLE_S = 5.0
+
+MAX_PIXELS = DEFAULT_MAX_PIXELS
+"""Pixel budget of one camera image (width x height): a larger one is refused
+from its header before decoding (counted in decode_errors)."""
 
 ImageMsg: TypeAlias = "Image | CompressedImage"
 MsgT = TypeVar("MsgT")
@@ -280,9 +286,9 @@ class OverlayNode(Node):
             msg = frame.image
             try:
                 bgr = (
-                    compressed_to_bgr(msg)
+                    compressed_to_bgr(msg, MAX_PIXELS)
                     if isinstance(msg, CompressedImage)
-                    else image_to_bgr(msg)
+                    else image_to_bgr(msg, MAX_PIXELS)
                 )
             except ImageDecodeError as exc:
                 self.core.note_bad_input("image", f"({exc.kind}) {exc}", exc.kind)
