@@ -35,6 +35,7 @@ from std_msgs.msg import Float64MultiArray, Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from perception.config.generated import CameraParams, DetectorParams, TrackerParams
+from perception.config.names import check_camera_names
 from perception.core import cdr
 from perception.core.errors import InputImageError, PerceptionError
 from perception.core.images import ImageDecodeError
@@ -98,6 +99,7 @@ class DetectorDriver:
             )
         if len(set(names)) != len(names):
             raise ParameterError(f"camera_names: expected unique names, got {names}")
+        check_camera_names(names)  # they become topic tokens and parameter groups
         self.cameras: dict[str, _CameraIO] = {}
         errors: list[str] = []
         for name in names:
