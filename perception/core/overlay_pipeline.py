@@ -76,6 +76,7 @@ COUNTERS = (
     "camera_info_errors",
     "tracks_errors",
     "rejected_rows",
+    "too_many_boxes",
     "callback_errors",
 )
 """Counters of `OverlayCompositor.counters` (reported in /diagnostics by the node)."""
@@ -87,6 +88,7 @@ MAX_CLASS_NAME_LEN = 256
 
 BadInput = Literal["image", "objects", "camera_info", "tracks", "request", "callback"]
 ImageT = TypeVar("ImageT")
+RowsT = TypeVar("RowsT", Detections, Objects3D)
 Warn = Callable[[str, str], None]
 """warn(kind, message): kind is a stable key (e.g. for throttling per kind)."""
 
@@ -117,6 +119,9 @@ class OverlaySettings:
     trail_points: int = 30
     trail_max_age_s: float = 2.0
     max_tracks: int = 256
+    max_boxes: int = 1000
+    """Most tracks or 3D objects drawn per message (highest scores first);
+    the rest are dropped and counted (`too_many_boxes`)."""
     boxes3d: bool = False
     """Match and draw 3D objects (the node: objects_topic set)."""
     T_camera_from_objects: np.ndarray | None = field(default=None, compare=False)
@@ -129,6 +134,8 @@ class OverlaySettings:
             raise ValueError(f"stamp_tolerance_s: expected >= 0, got {self.stamp_tolerance_s}")
         if self.past not in _PAST:
             raise ValueError(f"past: expected one of {list(_PAST)}, got {self.past!r}")
+        if self.max_boxes < 1:
+            raise ValueError(f"max_boxes: expected >= 1, got {self.max_boxes}")
 
 
 _FIXED = ("buffer_size", "stamp_tolerance_s", "trail_points", "trail_max_age_s",
@@ -288,8 +295,10 @@ class OverlayCompositor(Generic[ImageT]):
         return self._take_ready()
 
     def add_tracks(self, tracks: Detections) -> list[OverlayFrame[ImageT]]:
-        """Tracks (stamped with their image's stamp): trails, velocities, matching."""
+        """Tracks (stamped with their image's stamp): trails, velocities, matching.
+        Beyond `max_boxes`, the highest-scoring are kept (counted)."""
         self.counters["tracks_received"] += 1
+        tracks = self._capped(tracks, tracks.scores, "tracks")
         self.trails.update(tracks)
         self.motion.update(tracks)
         if self.latest_tracks is None or tracks.stamp_ns >= self.latest_tracks.stamp_ns:
@@ -300,8 +309,10 @@ class OverlayCompositor(Generic[ImageT]):
         return self._take_ready()
 
     def add_objects(self, objects: Objects3D) -> list[OverlayFrame[ImageT]]:
-        """3D objects (stamped with their image's stamp): completes waiting frames."""
+        """3D objects (stamped with their image's stamp): completes waiting frames.
+        Beyond `max_boxes`, the highest-scoring are kept (counted)."""
         self.counters["objects_received"] += 1
+        objects = self._capped(objects, objects.scores, "3D objects")
         if self._settings.boxes3d:
             for s in self._sync3d.push("objects", objects.stamp_ns, objects):
                 frame: OverlayFrame[ImageT] = s["frame"]
@@ -373,7 +384,7 @@ class OverlayCompositor(Generic[ImageT]):
             values["last_horizon_ms"] = f"{self.last_horizon_s * 1e3:.1f}"
         bad = c["decode_errors"] + c["draw_errors"] + c["prediction_refused"]
         bad += c["objects_errors"] + c["camera_info_errors"] + c["camera_info_missing"]
-        bad += c["tracks_errors"] + c["rejected_rows"]
+        bad += c["tracks_errors"] + c["rejected_rows"] + c["too_many_boxes"]
         bad += c["callback_errors"]
         message = (
             f"{c['published']} published, {c['unmatched_images']} images and "
@@ -386,6 +397,18 @@ class OverlayCompositor(Generic[ImageT]):
         self.counters[counter] += 1
         if self._warn is not None:
             self._warn(kind, message)
+
+    def _capped(self, rows: RowsT, scores: np.ndarray, what: str) -> RowsT:
+        """The `max_boxes` highest-scoring rows (in their order), counted when cut."""
+        cap = self._settings.max_boxes
+        n = len(scores)
+        if n <= cap:
+            return rows
+        keep = np.sort(np.argsort(-scores, kind="stable")[:cap])
+        message = f"overlay: {n} {what} in one message, drawing the {cap} best (max_boxes)"
+        self._count("too_many_boxes", "too_many_boxes", message)
+        capped: RowsT = rows[keep]
+        return capped
 
     def _take_ready(self) -> list[OverlayFrame[ImageT]]:
         out, self._ready = self._ready, []

@@ -112,6 +112,7 @@ def overlay_settings(p: OverlayParams, transform: np.ndarray | None = None) -> O
         trail_points=p.trails.max_points,
         trail_max_age_s=p.trails.max_age_s,
         max_tracks=p.max_tracks,
+        max_boxes=p.max_boxes,
         boxes3d=bool(p.objects_topic),
         T_camera_from_objects=transform,
     )
