@@ -91,9 +91,8 @@ class InputResult:
 
     @property
     def images(self) -> int:
-        """Camera images the pipeline detected on (taken and not rejected, all cameras)."""
-        return sum(int(c.get("processed", 0)) - int(c.get("rejected", 0))
-                   for c in self.counters.values())  # fmt: skip
+        """Camera images the pipeline processed (all cameras): its `processed` counters."""
+        return sum(int(c.get("processed", 0)) for c in self.counters.values())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -122,23 +122,24 @@ class MessageFactory:
     def __init__(self, store: Any) -> None:
         self.store = store
         self.types = store.types
-        self._defaults: dict[str, Callable[[], Any]] = {}
+        self._makers: dict[str, list[tuple[str, Callable[[], Any]]]] = {}
 
     def new(self, msgtype: str, **fields: Any) -> Any:
         """A `msgtype` message: `fields` as given, the rest as ROS initialises them."""
-        make = self._defaults.get(msgtype)
-        if make is None:
-            make = self._defaults[msgtype] = self._default_factory(msgtype)
-        values = make()
-        values.update(fields)
-        return self.types[msgtype](**values)
+        makers = self._makers.get(msgtype)
+        if makers is None:
+            makers = self._makers[msgtype] = self._field_makers(msgtype)
+        for name, make in makers:
+            if name not in fields:
+                fields[name] = make()
+        return self.types[msgtype](**fields)
 
-    def _default_factory(self, msgtype: str) -> Callable[[], dict[str, Any]]:
+    def _field_makers(self, msgtype: str) -> list[tuple[str, Callable[[], Any]]]:
         _, fields = self.store.fielddefs[msgtype]
         makers = [(name, self._field_default(desc)) for name, desc in fields]
         if msgtype == "geometry_msgs/msg/Quaternion":  # ROS 2 default: identity
             makers = [(n, (lambda: 1.0) if n == "w" else m) for n, m in makers]
-        return lambda: {name: make() for name, make in makers}
+        return makers
 
     def _field_default(self, desc: tuple[Any, Any]) -> Callable[[], Any]:
         kind, info = int(desc[0]), desc[1]
