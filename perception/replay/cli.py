@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="run on Ray: no ADDRESS starts a local Ray, an address joins a cluster",
+        help="run on Ray: no ADDRESS starts a local Ray, an address joins a cluster "
+        "(give it after the inputs, or as --ray=ADDRESS)",
     )
     p.add_argument(
         "--workers",
