@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         help="rosbag2 folder, .mcap/.db3, video, folder of them, or .txt list",
     )
     p.add_argument(
-        "--out", required=True, help="output folder (or a pyarrow filesystem URI with --ray)"
+        "--out",
+        required=True,
+        help="output folder, or a filesystem URI pyarrow opens (s3://, gs://, ...)",
     )
     p.add_argument(
         "--pipeline", default=str(DEFAULT_PIPELINE), help="pipeline file (default: %(default)s)"
