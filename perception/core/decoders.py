@@ -19,8 +19,10 @@ Supported layouts (B = batch, N = anchors, Q = queries, nc = classes):
 
 Non-finite outputs: a NaN anywhere in the scores, an infinite score above the
 threshold, or a non-finite box of a row whose score passes the threshold would
-silently corrupt the result, so by default they raise `DecodeError`. With
-``nonfinite="drop"`` those rows are dropped instead and counted
+silently corrupt the result, so by default they raise `NonFiniteOutputError`
+(a `DecodeError`) for that image: `Detector.detect_each` turns it into a
+failure of that image only, the other images of the batch are unaffected.
+With ``nonfinite="drop"`` those rows are dropped instead and counted
 (`Decoder.nonfinite_rows`), for deployments that prefer a partial result.
 Non-finite values in rows that fail the score threshold are ignored: they
 cannot change the output, and checking every value would cost more than the
@@ -50,6 +52,7 @@ __all__ = [
     "Candidates",
     "Decoder",
     "ModelLayout",
+    "NonFiniteOutputError",
     "load_labels",
     "parse_names",
     "resolve_layout",
@@ -90,6 +93,10 @@ COCO80_NAMES = (
 )  # fmt: skip
 """The 80 COCO detection class names in the usual contiguous order (YOLOX,
 Ultralytics). Used only when asked for (labels "coco")."""
+
+
+class NonFiniteOutputError(DecodeError):
+    """NaN/inf in the model output of one image (under ``nonfinite="raise"``)."""
 
 
 # ---------------------------------------------------------------- class names
@@ -507,12 +514,13 @@ class Decoder:
     # -------------------------------------------------------------- helpers
     def _nonfinite(self, what: str, image: int, count: int) -> None:
         if self.nonfinite == "raise":
-            raise DecodeError(
+            raise NonFiniteOutputError(
                 f"image {image}: {count} non-finite {what} in the model output "
-                "(expected finite values; set nonfinite='drop' to skip such rows)"
+                "(expected finite values; nonfinite='drop' skips such rows instead)"
             )
         self.nonfinite_rows += count
-        log.warning("image %d: dropped %d rows with non-finite %s", image, count, what)
+        # per frame: callers count it (Detector.last_nonfinite_rows) and log throttled
+        log.debug("image %d: dropped %d rows with non-finite %s", image, count, what)
 
     def _select(
         self, score_rows: np.ndarray, best: np.ndarray | None, image: int
@@ -663,7 +671,15 @@ class Decoder:
         self, outputs: Sequence[np.ndarray], input_hw: tuple[int, int]
     ) -> list[Candidates]:
         """Decode a batch: `outputs` as returned by `Engine.infer`, `input_hw`
-        the (H, W) of the tensor that was fed."""
+        the (H, W) of the tensor that was fed. Raises on the first image that
+        cannot be decoded (see `batch_output` / `decode_image` to decode
+        image by image)."""
+        out = self.batch_output(outputs, input_hw)
+        return [self.decode_image(out[i], i, input_hw) for i in range(out.shape[0])]
+
+    def batch_output(self, outputs: Sequence[np.ndarray], input_hw: tuple[int, int]) -> np.ndarray:
+        """The detection output of a batch, its layout checked (ModelLayoutError:
+        a problem of the model, hence of the whole batch)."""
         lay = self.layout
         if lay.output_index >= len(outputs):
             raise ModelLayoutError(
@@ -678,18 +694,19 @@ class Decoder:
         if not np.issubdtype(out.dtype, np.floating):
             raise ModelLayoutError(f"output {lay.output_index}: expected float, got {out.dtype}")
         self._check_shape(out.shape, input_hw)
-        result = []
-        for i in range(out.shape[0]):
-            o = out[i]
-            if lay.family == "yolov8":
-                result.append(self._yolov8(o, i))
-            elif lay.family == "yolox":
-                result.append(self._yolox(o, i, input_hw))
-            elif lay.family == "rtdetr":
-                result.append(self._rtdetr(o, i, input_hw))
-            else:
-                result.append(self._e2e(o, i))
-        return result
+        return out
+
+    def decode_image(self, out: np.ndarray, image: int, input_hw: tuple[int, int]) -> Candidates:
+        """Candidates of one image's output (`batch_output(...)[image]`);
+        DecodeError (NonFiniteOutputError for NaN/inf) concerns this image only."""
+        family = self.layout.family
+        if family == "yolov8":
+            return self._yolov8(out, image)
+        if family == "yolox":
+            return self._yolox(out, image, input_hw)
+        if family == "rtdetr":
+            return self._rtdetr(out, image, input_hw)
+        return self._e2e(out, image)
 
     def _check_shape(self, shape: tuple[int, ...], input_hw: tuple[int, int]) -> None:
         lay = self.layout

@@ -19,15 +19,21 @@ from typing import Literal
 
 import numpy as np
 
-from perception.core.decoders import Decoder, ModelLayout, resolve_layout
+from perception.core.decoders import (
+    Candidates,
+    Decoder,
+    ModelLayout,
+    NonFiniteOutputError,
+    resolve_layout,
+)
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.engines.pixel_input import PixelInput
-from perception.core.errors import EngineError, InputImageError, ModelLayoutError
+from perception.core.errors import DecodeError, EngineError, InputImageError, ModelLayoutError
 from perception.core.nms import batched_nms
-from perception.core.preprocess import Preprocessor, PreprocessSpec
+from perception.core.preprocess import ImageTransform, Preprocessor, PreprocessSpec
 from perception.core.types import Detections
 
-__all__ = ["Detector", "StageTimings"]
+__all__ = ["Detector", "ImageFailure", "StageTimings"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,33 @@ class StageTimings:
     @property
     def total_ms(self) -> float:
         return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """Why one image of a batch has no detections (`Detector.detect_each`);
+    the other images of the batch are not affected.
+
+    `kind` is a short counter name: "nonfinite_output" (NaN/inf in the
+    model output under nonfinite="raise"), "bad_output" (e.g. a class id out
+    of range) or "postprocess_error" (anything else after the engine call).
+    """
+
+    index: int
+    kind: str
+    error: Exception
+
+    @property
+    def message(self) -> str:
+        return str(self.error)
+
+
+def _failure_kind(exc: Exception) -> str:
+    if isinstance(exc, NonFiniteOutputError):
+        return "nonfinite_output"
+    if isinstance(exc, DecodeError):
+        return "bad_output"
+    return "postprocess_error"
 
 
 def _imgsz_from_metadata(meta: Mapping[str, str]) -> tuple[int, int] | None:
@@ -84,7 +117,9 @@ class Detector:
         rect: with dynamic spatial axes, use the smallest stride-aligned
             rectangle instead of the full imgsz square.
         input_color: channel order of the images passed to `detect`.
-        nonfinite: "raise" (DecodeError) or "drop" rows with NaN/inf outputs.
+        nonfinite: "raise" (that image fails with NonFiniteOutputError, see
+            `detect_each`) or "drop" the rows with NaN/inf outputs (counted
+            per image in `last_nonfinite_rows`).
         preprocess: override the family's `PreprocessSpec`.
         yolox_decoded: force YOLOX raw (False) / decoded (True) boxes.
         pixel_input: "auto" folds the uint8->float conversion, channel swap and
@@ -131,7 +166,10 @@ class Detector:
         self.engine = engine
         info = engine.info
         self.layout: ModelLayout = resolve_layout(
-            info, family, class_names=class_names, labels_file=labels_file
+            info,
+            family,
+            class_names=class_names,
+            labels_file=labels_file,
         )
         self.iou = iou
         self.max_det = int(max_det)
@@ -164,6 +202,7 @@ class Detector:
         self._generation = engine.generation
         self.preprocessor = self._make_preprocessor(info)
         self.last_timings = StageTimings()
+        self.last_nonfinite_rows: list[int] = []
         log.info(
             "detector: family %s%s, %d classes (%s), input %s, runtime %s",
             self.layout.family,
@@ -260,8 +299,29 @@ class Detector:
 
         Returns one `Detections` per image, boxes in that image's pixels,
         clipped to it, sorted by score; stamps and frame ids are copied on.
+        Raises the error of the first image that failed (DecodeError...); use
+        `detect_each` to keep the other images' results.
         """
+        results = self.detect_each(images, stamps_ns, frame_ids)
+        for r in results:
+            if isinstance(r, ImageFailure):
+                raise r.error
+        return [r for r in results if isinstance(r, Detections)]
+
+    def detect_each(
+        self,
+        images: Sequence[np.ndarray],
+        stamps_ns: Sequence[int] | None = None,
+        frame_ids: Sequence[str] | None = None,
+    ) -> list[Detections | ImageFailure]:
+        """`detect`, with each image's post-processing isolated: an image whose
+        outputs cannot be decoded (non-finite values, bad class ids) or mapped
+        back gets an `ImageFailure` in its place and the others their
+        `Detections`. What concerns the whole batch (bad arguments,
+        preprocessing, the engine call, an output layout that does not match
+        the model) raises."""
         n = len(images)
+        self.last_nonfinite_rows = [0] * n
         if n == 0:
             return []
         if stamps_ns is not None and len(stamps_ns) != n:
@@ -278,38 +338,46 @@ class Detector:
             outputs = self.engine.infer(batch)
         t2 = time.perf_counter()
         input_hw = (batch.shape[2], batch.shape[3])  # NCHW in both modes
-        candidates = self.decoder(outputs, input_hw)
-        needs_nms = self.decoder.layout.needs_nms
-        results = []
-        for i, (cand, tf) in enumerate(zip(candidates, transforms, strict=True)):
+        out = self.decoder.batch_output(outputs, input_hw)
+        if out.shape[0] != n:
+            raise ModelLayoutError(f"model output: expected {n} images, got {out.shape[0]}")
+        results: list[Detections | ImageFailure] = []
+        for i, tf in enumerate(transforms):
             stamp = int(stamps_ns[i]) if stamps_ns is not None else 0
             frame = frame_ids[i] if frame_ids is not None else ""
-            size = tf.orig_size
-            if len(cand) == 0:
-                results.append(Detections.empty(stamp_ns=stamp, frame_id=frame, image_size=size))
-                continue
-            if needs_nms:
-                keep = batched_nms(
-                    cand.xyxy, cand.scores, cand.class_ids, self.iou,
-                    agnostic=self.agnostic, max_det=self.max_det,
-                )  # fmt: skip
-            else:
-                keep = np.argsort(-cand.scores, kind="stable")[: self.max_det]
-            results.append(
-                Detections.from_arrays(
-                    tf.boxes_to_original(cand.xyxy[keep]),
-                    cand.scores[keep],
-                    cand.class_ids[keep],
-                    stamp_ns=stamp,
-                    frame_id=frame,
-                    image_size=size,
-                )
-            )
+            dropped = self.decoder.nonfinite_rows
+            try:
+                cand = self.decoder.decode_image(out[i], i, input_hw)
+                results.append(self._finish(cand, tf, stamp, frame))
+            except Exception as exc:  # this image only: the others go on
+                results.append(ImageFailure(i, _failure_kind(exc), exc))
+            self.last_nonfinite_rows[i] = self.decoder.nonfinite_rows - dropped
         t3 = time.perf_counter()
         self.last_timings = StageTimings(
             (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, batch_size=n
         )
         return results
+
+    def _finish(self, cand: Candidates, tf: ImageTransform, stamp: int, frame: str) -> Detections:
+        """NMS (for families that need it), best `max_det`, original pixels."""
+        size = tf.orig_size
+        if len(cand) == 0:
+            return Detections.empty(stamp_ns=stamp, frame_id=frame, image_size=size)
+        if self.decoder.layout.needs_nms:
+            keep = batched_nms(
+                cand.xyxy, cand.scores, cand.class_ids, self.iou,
+                agnostic=self.agnostic, max_det=self.max_det,
+            )  # fmt: skip
+        else:
+            keep = np.argsort(-cand.scores, kind="stable")[: self.max_det]
+        return Detections.from_arrays(
+            tf.boxes_to_original(cand.xyxy[keep]),
+            cand.scores[keep],
+            cand.class_ids[keep],
+            stamp_ns=stamp,
+            frame_id=frame,
+            image_size=size,
+        )
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         return self.detect(images)

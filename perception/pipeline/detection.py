@@ -9,7 +9,12 @@ stamps only: given the same frames in the same batches the outputs are the
 same bit for bit, live or replayed.
 
 Every frame is accounted for: received / processed / skipped / stale /
-rejected (by kind) per camera.
+rejected (by kind) per camera. A frame counted processed was handed out as a
+`CameraResult`; one that fails on its own (decode, non-finite model output,
+post-processing, tracking) is rejected and counted against its camera only,
+the rest of the batch goes on. An engine failure concerns the whole batch:
+it is counted once in `batch_errors` and as `error.engine` (rejected) for
+every camera in the batch.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from perception.core.detector import Detector
+from perception.core.detector import Detector, ImageFailure
 from perception.core.errors import InputImageError
 from perception.core.frames import LatestFrameSlots
+from perception.core.preprocess import check_image
 from perception.core.stats import LatencyStats, RateMeter
 from perception.core.tracking.config import TrackerConfig
 from perception.core.tracking.tracker import Tracker
@@ -61,6 +67,8 @@ class DetectionStage:
         self.rates = {c: RateMeter() for c in self.cameras}
         self.batches = 0
         self.batch_errors = 0
+        # frames taken from the slots (counted processed there) but then rejected
+        self._lost: dict[str, int] = {c: 0 for c in self.cameras}
         self._tracker_config = tracker
         self._trackers: dict[str, Tracker] = {}
         self._lock = threading.Lock()  # trackers vs. run-time config changes
@@ -108,6 +116,12 @@ class DetectionStage:
             self.slots.reject(camera)
         self.log.warning(f"{kind}.{camera}", f"camera {camera}: {message}")
 
+    def _drop(self, frame: CameraFrame, kind: str, message: str) -> None:
+        """A frame already taken for processing is rejected after all: counted
+        against its camera (rejected, error.<kind>) and not as processed."""
+        self._lost[frame.camera] += 1
+        self.count_error(frame.camera, kind, f"dropped frame ({kind}): {message}")
+
     # -------------------------------------------------------------- worker
     def take(self, now_ns: int | None = None) -> list[CameraFrame]:
         """Empty the slots; frames older than max_age (on the receive clock,
@@ -121,17 +135,23 @@ class DetectionStage:
         try:
             image = frame.image() if callable(frame.image) else frame.image
         except InputImageError as exc:
-            kind = str(getattr(exc, "kind", "bad_image"))
-            self.count_error(frame.camera, kind, f"dropped frame ({kind}): {exc}")
+            self._drop(frame, str(getattr(exc, "kind", "bad_image")), str(exc))
             return None
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.dtype != np.uint8:
-            self.count_error(frame.camera, "bad_image", "dropped frame: expected HxWxC uint8")
+        except Exception as exc:  # a decoder bug on one frame must not cost the batch
+            self._drop(frame, "decode_error", f"{type(exc).__name__}: {exc}")
             return None
-        return image
+        try:
+            return check_image(image)  # what the batch preprocessing would refuse
+        except InputImageError as exc:
+            self._drop(frame, "bad_image", str(exc).split(": ", 1)[-1])  # no batch index
+            return None
 
     def process(self, frames: list[CameraFrame]) -> list[CameraResult]:
-        """Decode, detect as one batch, track per camera. Engine errors raise
-        (the batch is lost); bad images are counted and left out."""
+        """Decode, detect as one batch, track per camera.
+
+        A frame that fails on its own is counted against its camera and left
+        out (the others are returned); an engine failure raises (the batch is
+        lost, counted as `error.engine` for each of its cameras)."""
         t_take = time.monotonic_ns()
         images: list[np.ndarray] = []
         used: list[CameraFrame] = []
@@ -142,14 +162,37 @@ class DetectionStage:
                 used.append(f)
         if not used:
             return []
-        detections = self.detector.detect(
-            images, [f.stamp_ns for f in used], [f.frame_id for f in used]
-        )
+        try:
+            detections = self.detector.detect_each(
+                images, [f.stamp_ns for f in used], [f.frame_id for f in used]
+            )
+        except Exception as exc:
+            self.batch_errors += 1
+            for f in used:
+                self._drop(f, "engine", f"batch failed: {type(exc).__name__}: {exc}")
+            raise
         self.batches += 1
         timing = self.detector.last_timings
+        dropped_rows = self.detector.last_nonfinite_rows
         out = []
-        for f, img, det in zip(used, images, detections, strict=True):
-            tracks = self._track(f.camera, det) if self.tracking else None
+        for i, (f, img, det) in enumerate(zip(used, images, detections, strict=True)):
+            if i < len(dropped_rows) and dropped_rows[i]:  # nonfinite=drop: rows, not frames
+                self.errors[f.camera]["nonfinite_rows"] += dropped_rows[i]
+                self.log.warning(
+                    f"nonfinite_rows.{f.camera}",
+                    f"camera {f.camera}: dropped {dropped_rows[i]} rows with non-finite model "
+                    "outputs (nonfinite=drop; error.nonfinite_rows counts them all)",
+                )
+            if isinstance(det, ImageFailure):
+                self._drop(f, det.kind, det.message)
+                continue
+            tracks = None
+            if self.tracking:
+                try:
+                    tracks = self._track(f.camera, det)
+                except Exception as exc:  # this camera's tracker only
+                    self._drop(f, "tracking_error", f"{type(exc).__name__}: {exc}")
+                    continue
             self.rates[f.camera].tick(t_take)
             row = {
                 "capture_to_receive_ms": (f.receive_clock_ns - f.stamp_ns) * 1e-6
@@ -184,15 +227,15 @@ class DetectionStage:
             return tracker.update(det)
 
     def step(self, now_ns: int | None = None) -> list[CameraResult]:
-        """`take` then `process`; an engine failure is counted, logged and
-        returns nothing (the worker keeps running)."""
+        """`take` then `process`; an engine failure is counted (`batch_errors`,
+        `error.engine` per camera), logged and returns nothing (the worker keeps
+        running)."""
         frames = self.take(now_ns)
         if not frames:
             return []
         try:
             return self.process(frames)
         except Exception as exc:  # one bad batch must not kill the only worker
-            self.batch_errors += 1
             self.log.error("batch", f"batch failed: {type(exc).__name__}: {exc}")
             return []
 
@@ -201,10 +244,18 @@ class DetectionStage:
         self.latency[camera].add_many({k: v for k, v in row.items() if v == v})
 
     # --------------------------------------------------------- diagnostics
-    def counters(self) -> dict[str, dict[str, int]]:
+    def frame_counts(self) -> dict[str, dict[str, int]]:
         """Per camera: received / processed / skipped / stale / rejected /
-        stamp_resets and `error.<kind>` counts."""
+        stamp_resets, processed meaning handed out as a result (frames taken
+        but then rejected count as rejected only)."""
         snap = self.slots.snapshot()
+        for cam, lost in self._lost.items():
+            snap[cam]["processed"] -= lost
+        return snap
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """`frame_counts` plus the `error.<kind>` counts per camera."""
+        snap = self.frame_counts()
         for cam, errs in self.errors.items():
             snap[cam].update({f"error.{k}": v for k, v in sorted(errs.items())})
         return snap

@@ -42,9 +42,9 @@ def build_detector(
     or anything with the same attributes); the thresholds are the spec's
     top-level ones. Used by the detector node, the CLIs, replay and the
     benchmarks, so they all get the same defaults. `detector_options` are
-    further `Detector` keywords that have no node parameter (CLI extras such as
-    class_conf, agnostic, multi_label, imgsz, class_names); the engine is
-    closed if the detector cannot be made.
+    further `Detector` keywords: the spec's top-level `nonfinite`, and CLI
+    extras that have no node parameter (class_conf, agnostic, multi_label,
+    imgsz, class_names); the engine is closed if the detector cannot be made.
     """
     from perception.core.engines.config import EngineConfig
     from perception.core.engines.factory import create_engine

@@ -47,7 +47,7 @@ def detection_statuses(
     processed nothing yet.
     """
     now = time.monotonic_ns() if now_ns is None else now_ns
-    counters = stage.slots.snapshot()
+    counters = stage.frame_counts()
     out = []
     for cam in stage.cameras:
         c = counters[cam]

@@ -132,6 +132,7 @@ def build_pipeline(
             score_threshold=d.score_threshold,
             iou_threshold=d.iou_threshold,
             max_detections=d.max_detections,
+            nonfinite=d.nonfinite,
         )
     stage = DetectionStage(
         detector,

@@ -146,6 +146,7 @@ class DetectorDriver:
             score_threshold=p.score_threshold,
             iou_threshold=p.iou_threshold,
             max_detections=p.max_detections,
+            nonfinite=p.nonfinite,
             on_progress=self._on_build_progress,
         )
         self.stage = DetectionStage(

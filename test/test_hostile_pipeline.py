@@ -1,0 +1,156 @@
+"""Hostile input against the ROS-free pipeline (issue 16): one camera's bad
+frame or non-finite model output costs only that camera's frame, counts are
+bounded (labels file, boxes before tracking and fusion), tracker warnings are
+throttled. The same findings over real topics: test_hostile_pipeline_ros.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception.core.detector import Detector, ImageFailure
+from perception.core.engines.base import Engine, EngineInfo
+from perception.core.errors import DecodeError
+from perception.core.types import Detections
+from perception.pipeline import CameraFrame, DetectionStage
+
+N_ROWS = 64
+
+
+def yolov8_info(nc: int = 1) -> EngineInfo:
+    return EngineInfo(
+        name="fake", runtime="fake", device="cpu", precision="fp32", input_name="images",
+        input_shape=(-1, 3, 64, 64), input_dtype="float32", output_names=("out",),
+        output_shapes=((-1, 4 + nc, N_ROWS),), metadata={"names": "{0: 'thing'}"},
+    )  # fmt: skip
+
+
+class ContentEngine(Engine):
+    """A yolov8-layout model whose output depends on each image: two boxes
+    per image, NaN scores for an all-black image, and `fail` raises (an engine
+    failure of the whole batch)."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.calls = 0
+
+    @property
+    def info(self) -> EngineInfo:
+        return yolov8_info()
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("device lost")
+        n = batch.shape[0]
+        out = np.zeros((n, 5, N_ROWS), np.float32)
+        out[:, :4, 0] = [20, 20, 10, 10]  # cx, cy, w, h in input pixels
+        out[:, :4, 1] = [44, 44, 10, 10]
+        out[:, 4, :2] = 0.9
+        for i in range(n):
+            if batch[i].max() == 0:
+                out[i, 4, :2] = np.nan
+        return [out]
+
+
+def frame(camera: str, stamp_ns: int, value: int | None = 100, image=None) -> CameraFrame:
+    if image is None:
+        image = np.full((64, 64, 3), value, np.uint8)
+    return CameraFrame(camera=camera, image=image, stamp_ns=stamp_ns, frame_id=camera)
+
+
+CAMS = ["a", "b", "c"]
+
+
+def stage(nonfinite: str = "raise", tracking: bool = False) -> DetectionStage:
+    from perception.core.tracking.config import TrackerConfig
+
+    det = Detector(ContentEngine(), conf=0.25, iou=0.5, nonfinite=nonfinite, pixel_input="disabled")
+    return DetectionStage(det, CAMS, tracker=TrackerConfig() if tracking else None)
+
+
+def run(st: DetectionStage, frames: list[CameraFrame]) -> list:
+    """Submit the frames and process them as one batch (as Pipeline.process)."""
+    for f in frames:
+        st.submit(f)
+    return st.process(st.take())
+
+
+# ---------------------------------------------------------------- 1. per-camera isolation
+def test_nonfinite_output_of_one_camera_costs_only_its_frame() -> None:
+    st = stage()
+    out = run(st, [frame("a", 1), frame("b", 1, value=0), frame("c", 1)])
+    # before: DecodeError for the batch, 0 of 3 published, counters "3 processed, 0 rejected"
+    assert [r.camera for r in out] == ["a", "c"]
+    assert all(len(r.detections) == 2 for r in out)
+    c = st.counters()
+    assert c["b"]["rejected"] == 1 and c["b"]["error.nonfinite_output"] == 1
+    assert c["b"]["processed"] == 0
+    assert (c["a"]["processed"], c["a"]["rejected"]) == (1, 0)
+    assert st.batches == 1 and st.batch_errors == 0
+
+
+def test_nonfinite_drop_keeps_the_frame_and_counts_the_rows() -> None:
+    st = stage(nonfinite="drop")
+    out = run(st, [frame("a", 1), frame("b", 1, value=0)])
+    assert [(r.camera, len(r.detections)) for r in out] == [("a", 2), ("b", 0)]
+    c = st.counters()
+    assert c["b"]["error.nonfinite_rows"] == 2 and c["b"]["rejected"] == 0
+    assert c["b"]["processed"] == 1
+
+
+def test_bad_image_or_broken_decoder_costs_only_its_frame() -> None:
+    def boom() -> np.ndarray:
+        raise MemoryError("decoder bug")
+
+    st = stage(tracking=True)
+    frames = [
+        frame("a", 1),
+        frame("b", 1, image=np.zeros((64, 64, 4), np.uint8)),  # 4 channels
+        frame("c", 1, image=boom),
+    ]
+    out = run(st, frames)
+    assert [r.camera for r in out] == ["a"] and out[0].tracks is not None
+    c = st.counters()
+    assert c["b"]["error.bad_image"] == 1 and c["c"]["error.decode_error"] == 1
+    assert [c[k]["processed"] for k in CAMS] == [1, 0, 0]
+    assert [c[k]["rejected"] for k in CAMS] == [0, 1, 1]
+
+
+def test_engine_failure_is_a_batch_error_counted_for_every_camera() -> None:
+    st = stage()
+    st.detector.engine.fail = True  # type: ignore[attr-defined]
+    for cam in CAMS:
+        st.submit(frame(cam, 1))
+    assert st.step() == []
+    c = st.counters()
+    assert st.batch_errors == 1 and st.batches == 0
+    assert all(c[k]["error.engine"] == 1 and c[k]["rejected"] == 1 for k in CAMS)
+    assert all(c[k]["processed"] == 0 for k in CAMS)
+    st.detector.engine.fail = False  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError):  # process() raises for replay, still counted
+        st.detector.engine.fail = True  # type: ignore[attr-defined]
+        run(st, [frame("a", 2)])
+    assert st.counters()["a"]["error.engine"] == 2
+
+
+def test_detect_each_and_detect() -> None:
+    det = Detector(ContentEngine(), conf=0.25, iou=0.5, pixel_input="disabled")
+    imgs = [np.full((64, 64, 3), 50, np.uint8), np.zeros((64, 64, 3), np.uint8)]
+    res = det.detect_each(imgs, [1, 2], ["x", "y"])
+    assert isinstance(res[0], Detections) and len(res[0]) == 2
+    assert isinstance(res[1], ImageFailure) and res[1].kind == "nonfinite_output"
+    assert "nonfinite='drop'" in res[1].message
+    with pytest.raises(DecodeError, match="non-finite"):  # detect keeps raising
+        det.detect(imgs)
+
+
+def test_status_message_matches_what_was_published() -> None:
+    from perception.pipeline.status import detection_statuses
+
+    st = stage()
+    run(st, [frame("a", 1), frame("b", 1, value=0), frame("c", 1)])
+    status = {s.name: s for s in detection_statuses(st, "det", {})}
+    assert status["det: camera b"].message == "0 processed, 0 skipped, 0 stale, 1 rejected"
+    assert status["det: camera b"].values["error.nonfinite_output"] == "1"
+    assert status["det: camera a"].message.startswith("1 processed")

@@ -1,0 +1,171 @@
+"""Hostile input over real rclpy topics against the real nodes (issue 16):
+one camera's non-finite model output costs only its frame; trackers are
+keyed by the input topic, not the untrusted frame_id; box counts are capped
+(tracker node, fusion node) so a huge message is handled in bounded time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vision_msgs.msg", reason="vision_msgs not importable; run ./dev test")
+onnx = pytest.importorskip("onnx")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
+from perception.ros.conversions import ns_to_stamp  # noqa: E402
+from perception.ros.testing import spin_until  # noqa: E402
+
+pytestmark = pytest.mark.ros
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+# ---------------------------------------------------------------- a model that fails per image
+def nan_on_black_model(path: Path) -> Path:
+    """A yolov8-layout ONNX model (1 class, 64x64 input, 2 boxes) whose
+    outputs are NaN for an all-black image (mean / mean = 0 / 0) and finite
+    for any other: a model output going non-finite on one camera's frame."""
+    from onnx import TensorProto, helper
+
+    n = 8
+    boxes = np.zeros((1, 4, n), np.float32)
+    boxes[0, :, 0] = [20, 20, 10, 10]
+    boxes[0, :, 1] = [44, 44, 10, 10]
+    scores = np.zeros((1, 1, n), np.float32)
+    scores[0, 0, :2] = 0.9
+    inits = [
+        helper.make_tensor("boxes", TensorProto.FLOAT, boxes.shape, boxes.ravel()),
+        helper.make_tensor("scores", TensorProto.FLOAT, scores.shape, scores.ravel()),
+        helper.make_tensor("shape", TensorProto.INT64, [3], [-1, 1, 1]),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=1),
+        helper.make_node("Div", ["m", "m"], ["one"]),  # NaN for a black image
+        helper.make_node("Reshape", ["one", "shape"], ["r"]),
+        helper.make_node("Mul", ["r", "boxes"], ["b"]),
+        helper.make_node("Mul", ["r", "scores"], ["s"]),
+        helper.make_node("Concat", ["b", "s"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "nan_on_black",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["B", 5, n])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    helper.set_model_props(model, {"names": "{0: 'thing'}"})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _image_msg(img: np.ndarray, stamp_ns: int, frame: str) -> Image:
+    h, w = img.shape[:2]
+    msg = Image(height=h, width=w, encoding="bgr8", step=w * 3, data=img.tobytes())
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = frame
+    return msg
+
+
+def _detector(ros_context, model: Path, cameras: list[str], **extra):
+    from perception.ros.detector_node import DetectorNode
+
+    overrides = {"max_age_ms": 0.0, "model.path": str(model), "model.family": "yolov8",
+                 "camera_names": cameras, **extra}  # fmt: skip
+    for cam in cameras:
+        overrides[f"cameras.{cam}.topic"] = f"/hp/{cam}/image"
+        overrides[f"cameras.{cam}.qos.reliability"] = "reliable"
+    return DetectorNode(
+        "hostile_detector",
+        context=ros_context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+    )
+
+
+def _whole_batches(stage, cameras: list[str]) -> None:
+    """Let the node's worker step only once every camera has a frame waiting,
+    so each batch holds all cameras (the worker otherwise races the callbacks)."""
+
+    def waiting() -> bool:
+        snap = stage.slots.snapshot()
+        return all(
+            snap[c]["received"] - snap[c]["skipped"] - snap[c]["processed"] - snap[c]["stale"] > 0
+            for c in cameras
+        )
+
+    def wait(timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not waiting():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    stage.wait = wait
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "drop"])
+def test_nonfinite_output_on_one_camera_spares_the_batch(
+    ros_context, executor, tmp_path, nonfinite
+):
+    cams = ["good1", "good2", "bad"]
+    node = _detector(ros_context, nan_on_black_model(tmp_path / "m.onnx"), cams,
+                     nonfinite=nonfinite)  # fmt: skip
+    stage = node.pipeline.stage
+    _whole_batches(stage, cams)
+    executor.add_node(node)
+    probe = Node("hp_probe", context=ros_context)
+    executor.add_node(probe)
+    pubs = {c: probe.create_publisher(Image, f"/hp/{c}/image", RELIABLE) for c in cams}
+    got: dict[str, list[Detection2DArray]] = {c: [] for c in cams}
+    for c in cams:
+        probe.create_subscription(
+            Detection2DArray, f"/hostile_detector/{c}/detections", got[c].append, RELIABLE
+        )
+    diags: list[DiagnosticArray] = []
+    probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    assert spin_until(executor, lambda: all(p.get_subscription_count() for p in pubs.values()))
+    grey = np.full((128, 128, 3), 90, np.uint8)
+    black = np.zeros((128, 128, 3), np.uint8)
+    rounds = 4
+    for k in range(rounds):
+        stamp = 1_000_000_000 + k * 100_000_000
+        for c in cams:
+            pubs[c].publish(_image_msg(black if c == "bad" else grey, stamp, c))
+        assert spin_until(
+            executor, lambda k=k: all(len(got[c]) > k for c in ("good1", "good2")), 20.0
+        ), {c: len(v) for c, v in got.items()}
+    # every batch held the bad frame, yet the good cameras lost nothing
+    # (before: every batch raised DecodeError; 0 of 8 good frames published)
+    assert stage.batches == rounds and stage.batch_errors == 0
+    for c in ("good1", "good2"):
+        assert len(got[c]) == rounds and len(got[c][-1].detections) == 2
+    counts = stage.counters()
+    assert counts["good1"]["processed"] == rounds and counts["good1"]["rejected"] == 0
+    if nonfinite == "raise":
+        assert got["bad"] == []
+        assert counts["bad"]["error.nonfinite_output"] == rounds
+        assert (counts["bad"]["rejected"], counts["bad"]["processed"]) == (rounds, 0)
+        expect = f"0 processed, 0 skipped, 0 stale, {rounds} rejected"
+    else:  # drop: the NaN rows go, the (empty) frame is published
+        assert spin_until(executor, lambda: len(got["bad"]) == rounds)
+        assert all(len(m.detections) == 0 for m in got["bad"])
+        assert counts["bad"]["error.nonfinite_rows"] == 8 * rounds  # every row is NaN
+        assert (counts["bad"]["rejected"], counts["bad"]["processed"]) == (0, rounds)
+        expect = f"{rounds} processed, 0 skipped, 0 stale, 0 rejected"
+    node.pipeline.publish_diagnostics()
+    assert spin_until(executor, lambda: any(s.name.endswith("camera bad")
+                                            for d in diags for s in d.status))  # fmt: skip
+    status = next(s for d in diags for s in d.status if s.name.endswith("camera bad"))
+    assert status.message == expect
+    node.destroy_node()
+    probe.destroy_node()
