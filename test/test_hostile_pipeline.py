@@ -5,12 +5,16 @@ throttled. The same findings over real topics: test_hostile_pipeline_ros.py."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
+from perception.core.decoders import DEFAULT_LABELS_MAX_BYTES, load_labels
 from perception.core.detector import Detector, ImageFailure
 from perception.core.engines.base import Engine, EngineInfo
-from perception.core.errors import DecodeError
+from perception.core.errors import DecodeError, ModelLayoutError
 from perception.core.types import Detections
 from perception.pipeline import CameraFrame, DetectionStage
 
@@ -154,3 +158,41 @@ def test_status_message_matches_what_was_published() -> None:
     assert status["det: camera b"].message == "0 processed, 0 skipped, 0 stale, 1 rejected"
     assert status["det: camera b"].values["error.nonfinite_output"] == "1"
     assert status["det: camera a"].message.startswith("1 processed")
+
+
+# ---------------------------------------------------------------- 3. labels file bound
+def test_labels_file_bounded(tmp_path) -> None:
+    ok = tmp_path / "ok.labels"
+    ok.write_text("a\nb\n")
+    assert load_labels(ok, max_bytes=4) == ("a", "b")
+    with pytest.raises(ModelLayoutError, match=r"expected at most 3 bytes .*labels_max_bytes"):
+        load_labels(ok, max_bytes=3)
+    t0 = time.monotonic()
+    with pytest.raises(ModelLayoutError, match="expected a regular file, got a character device"):
+        load_labels("/dev/zero")  # before: read until MemoryError
+    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(ModelLayoutError, match="got a directory"):
+        load_labels(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelLayoutError, match="got a FIFO"):  # and no wait for a writer
+        load_labels(fifo)
+    bad = tmp_path / "bin.labels"
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ModelLayoutError, match="expected UTF-8"):
+        load_labels(bad)
+    big = tmp_path / "big.labels"
+    big.write_bytes(b"x\n" * (DEFAULT_LABELS_MAX_BYTES // 2 + 1))
+    with pytest.raises(ModelLayoutError, match="expected at most 1048576 bytes"):
+        Detector(ContentEngine(), labels_file=big)
+
+
+def test_build_detector_refuses_the_labels_file_before_the_engine(tmp_path) -> None:
+    from perception.config.generated import DetectorParams
+    from perception.pipeline import build_detector
+
+    p = DetectorParams()
+    model = p.model.__class__(**{**vars(p.model), "path": str(tmp_path / "absent.onnx"),
+                                 "labels_file": "/dev/zero"})  # fmt: skip
+    with pytest.raises(ModelLayoutError, match="/dev/zero: expected a regular file"):
+        build_detector(model, score_threshold=0.3, iou_threshold=0.5, max_detections=10)

@@ -169,3 +169,19 @@ def test_nonfinite_output_on_one_camera_spares_the_batch(
     assert status.message == expect
     node.destroy_node()
     probe.destroy_node()
+
+
+def test_labels_file_from_a_device_is_refused_at_start_up(ros_context, tmp_path):
+    """Before: labels_file=/dev/zero was read until MemoryError."""
+    from perception.core.errors import ModelLayoutError
+
+    model = nan_on_black_model(tmp_path / "m.onnx")
+    t0 = time.monotonic()
+    with pytest.raises(ModelLayoutError, match="/dev/zero: expected a regular file"):
+        _detector(ros_context, model, ["cam"], **{"model.labels_file": "/dev/zero"})
+    big = tmp_path / "big.labels"
+    big.write_text("thing\n" * 100)
+    with pytest.raises(ModelLayoutError, match="expected at most 64 bytes"):
+        _detector(ros_context, model, ["cam"], **{"model.labels_file": str(big),
+                                                   "model.labels_max_bytes": 64})  # fmt: skip
+    assert time.monotonic() - t0 < 10.0

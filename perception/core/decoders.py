@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,6 +50,7 @@ from perception.core.preprocess import PreprocessSpec
 
 __all__ = [
     "COCO80_NAMES",
+    "DEFAULT_LABELS_MAX_BYTES",
     "FAMILIES",
     "Candidates",
     "Decoder",
@@ -121,20 +124,76 @@ def parse_names(text: str) -> tuple[str, ...]:
     raise ModelLayoutError(f"names metadata: expected dict or list, got {type(value).__name__}")
 
 
-def load_labels(source: str | Path) -> tuple[str, ...]:
+DEFAULT_LABELS_MAX_BYTES = 1 << 20
+"""Largest labels file read by default (the detector spec's model.labels_max_bytes)."""
+
+
+def load_labels(source: str | Path, max_bytes: int = DEFAULT_LABELS_MAX_BYTES) -> tuple[str, ...]:
     """Class names from a labels file (one per line, blank lines ignored), or
-    the built-in COCO-80 list for the value "coco"."""
+    the built-in COCO-80 list for the value "coco".
+
+    Only a regular file of at most `max_bytes` is read: a device such as
+    /dev/zero, a FIFO or a huge file is refused with the reason instead of
+    being read until memory runs out (or blocking start-up forever).
+    """
     if str(source).lower() == "coco":
         return COCO80_NAMES
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes: expected >= 1, got {max_bytes}")
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; the type is
+        # checked on the open descriptor, so nothing can be swapped in between
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ModelLayoutError(f"labels file {path}: cannot read ({exc.strerror})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelLayoutError(
+                f"labels file {path}: expected a regular file, got a {_file_kind(st.st_mode)}"
+            )
+        if st.st_size > max_bytes:
+            raise ModelLayoutError(
+                f"labels file {path}: expected at most {max_bytes} bytes "
+                f"(model.labels_max_bytes), got {st.st_size}"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        raise ModelLayoutError(f"labels file {path}: cannot read ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # grew after the check
+        raise ModelLayoutError(
+            f"labels file {path}: expected at most {max_bytes} bytes (model.labels_max_bytes)"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelLayoutError(
+            f"labels file {path}: expected UTF-8 text, got an invalid byte at offset {exc.start}"
+        ) from exc
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise ModelLayoutError(f"labels file {path}: expected one class name per line, got none")
     return names
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
 
 
 # ---------------------------------------------------------------- layout
@@ -189,6 +248,7 @@ def resolve_layout(
     *,
     class_names: Sequence[str] | None = None,
     labels_file: str | Path | None = None,
+    labels_max_bytes: int = DEFAULT_LABELS_MAX_BYTES,
     output_index: int | None = None,
 ) -> ModelLayout:
     """Recognise the model family and class names from metadata and shapes.
@@ -196,7 +256,8 @@ def resolve_layout(
     `family` overrides detection ("auto", or one of `FAMILIES` and aliases).
     Class names: explicit `class_names` or `labels_file` win over metadata;
     without either, Ultralytics' `names` metadata; without that, "0".."nc-1"
-    with a warning. A name count that differs from the model's class count
+    with a warning. A labels file bigger than `labels_max_bytes` (or not a
+    regular file) is refused. A name count that differs from the model's class count
     raises `ModelLayoutError`.
     """
     meta = dict(info.metadata)
@@ -239,7 +300,7 @@ def resolve_layout(
         names: tuple[str, ...] | None = tuple(str(n) for n in class_names)
         names_src = "class_names"
     elif labels_file is not None:
-        names = load_labels(labels_file)
+        names = load_labels(labels_file, labels_max_bytes)
         names_src = f"labels file {labels_file}"
     else:
         names, names_src = meta_names, "model metadata 'names'"

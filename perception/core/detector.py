@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from perception.core.decoders import (
+    DEFAULT_LABELS_MAX_BYTES,
     Candidates,
     Decoder,
     ModelLayout,
@@ -112,6 +113,8 @@ class Detector:
         agnostic: NMS across classes.
         multi_label: keep every class above threshold per box, not the best.
         class_names / labels_file: override the model's class names.
+        labels_max_bytes: a labels file bigger than this (or not a regular
+            file) is refused.
         imgsz: (H, W) or side the images are fitted into when the model has
             dynamic spatial axes; default from metadata 'imgsz', else 640.
         rect: with dynamic spatial axes, use the smallest stride-aligned
@@ -146,6 +149,7 @@ class Detector:
         multi_label: bool = False,
         class_names: Sequence[str] | None = None,
         labels_file: str | Path | None = None,
+        labels_max_bytes: int = DEFAULT_LABELS_MAX_BYTES,
         imgsz: int | tuple[int, int] | None = None,
         rect: bool = True,
         input_color: Literal["bgr", "rgb"] = "bgr",
@@ -170,6 +174,7 @@ class Detector:
             family,
             class_names=class_names,
             labels_file=labels_file,
+            labels_max_bytes=labels_max_bytes,
         )
         self.iou = iou
         self.max_det = int(max_det)

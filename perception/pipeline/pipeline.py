@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from perception.core.decoders import DEFAULT_LABELS_MAX_BYTES, load_labels
 from perception.core.detector import Detector
 from perception.pipeline.detection import DetectionStage
 from perception.pipeline.fusion import FusionStage
@@ -45,6 +46,7 @@ def build_detector(
     further `Detector` keywords: the spec's top-level `nonfinite`, and CLI
     extras that have no node parameter (class_conf, agnostic, multi_label,
     imgsz, class_names); the engine is closed if the detector cannot be made.
+    `model.labels_max_bytes` bounds the labels file.
     """
     from perception.core.engines.config import EngineConfig
     from perception.core.engines.factory import create_engine
@@ -65,6 +67,9 @@ def build_detector(
             "graph_rewrites": model.graph_rewrites,
         }
     )
+    labels_max_bytes = int(getattr(model, "labels_max_bytes", DEFAULT_LABELS_MAX_BYTES))
+    if model.labels_file:
+        load_labels(model.labels_file, labels_max_bytes)  # refused before a long engine build
     engine = create_engine(config, on_progress=on_progress)
     try:
         return Detector(
@@ -74,6 +79,7 @@ def build_detector(
             iou=float(iou_threshold),
             max_det=int(max_detections),
             labels_file=model.labels_file or None,
+            labels_max_bytes=labels_max_bytes,
             pixel_input=model.pixel_input,
             **detector_options,
         )
