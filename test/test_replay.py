@@ -76,7 +76,9 @@ def bag_file(bag: Path) -> Path:
     return next(bag.glob("*.mcap"))
 
 
-def rewrite(src: Path, dst: Path, edit=None, drop: tuple[str, ...] = ()) -> Path:
+def rewrite(
+    src: Path, dst: Path, edit=None, drop: tuple[str, ...] = (), storage=StoragePlugin.MCAP
+) -> Path:
     """Copy a bag message by message: `edit(items)` may change the list of
     [topic, log_time, message] (deserialised), topics in `drop` are left out."""
     store = make_typestore()
@@ -89,7 +91,7 @@ def rewrite(src: Path, dst: Path, edit=None, drop: tuple[str, ...] = ()) -> Path
         ]
     if edit is not None:
         items = edit(items)
-    with Writer(dst, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+    with Writer(dst, version=9, storage_plugin=storage) as w:
         conns = {t: w.add_connection(t, m, typestore=store) for t, m in types.items()}
         for topic, t, msg in items:
             w.write(conns[topic], t, store.serialize_cdr(msg, types[topic]))
@@ -431,6 +433,18 @@ def test_resume_skips_finished_inputs_but_not_leftovers(scenario_bag, replayer, 
 
 
 # ---------------------------------------------------------------- inputs and CLI
+def test_sqlite3_bag_and_bare_mcap_file_replay_alike(scenario_bag, replayer, tmp_path):
+    bag = scenario_bag[0]
+    sqlite = rewrite(bag, tmp_path / "drive_sqlite", storage=StoragePlugin.SQLITE3)
+    assert list(sqlite.glob("*.db3"))
+    outputs = []
+    for item in (bag, sqlite, bag_file(bag)):
+        r = use_out(replayer, tmp_path / "out", max_frames=3).run(str(item))
+        assert (r.status, r.frames) == ("ok", 3), r.reason
+        outputs.append(read_outputs(tmp_path / "out" / r.key))
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
 def test_video_input_is_the_first_camera(replayer, tmp_path):
     import cv2
 
