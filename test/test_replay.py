@@ -445,6 +445,32 @@ def test_sqlite3_bag_and_bare_mcap_file_replay_alike(scenario_bag, replayer, tmp
     assert outputs[0] == outputs[1] == outputs[2]
 
 
+def test_lidar_fusion_reads_the_cloud_topic(tmp_path):
+    """A fusion node in lidar mode gets the bag's PointCloud2 (decoded without ROS)."""
+    from perception.sim import Scenario, default_rig
+    from perception.sim.bag import write_bag
+
+    rig = default_rig(160, 96)
+    write_bag(tmp_path / "lidar_bag", Scenario(4, duration_s=0.3, rate_hz=10.0, rig=rig))
+    assert rig.lidar is not None
+    t_base_from_lidar = np.eye(4)
+    t_base_from_lidar[:3, 3] = rig.lidar.position
+    t = np.linalg.inv(rig.camera("rgb_front").T_base_from_cam) @ t_base_from_lidar
+    overrides = (
+        f"detector.model.path={MODEL}",
+        "fusion_front.mode=lidar",
+        f"fusion_front.cloud_topic={PREFIX}/lidar",
+        f"fusion_front.T_camera_from_cloud={json.dumps(t.ravel().tolist())}",
+    )
+    config = ReplayConfig(str(PIPELINE), str(tmp_path / "out"), overrides)
+    with Replayer(config) as r:
+        res = r.run(str(tmp_path / "lidar_bag"))
+    assert res.status == "ok", res.reason
+    front = res.counters["rgb_front"]
+    assert front["fusion.processed"] == 3 and "input.cloud_missing" not in front
+    assert len(read_outputs(tmp_path / "out" / res.key)["/fusion_front/objects"]) == 3
+
+
 def test_video_input_is_the_first_camera(replayer, tmp_path):
     import cv2
 
