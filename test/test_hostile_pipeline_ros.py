@@ -21,7 +21,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
-from perception.ros.conversions import ns_to_stamp  # noqa: E402
+from perception.core.types import Detections  # noqa: E402
+from perception.pipeline.status import WARN  # noqa: E402
+from perception.ros.conversions import detections_to_msg, ns_to_stamp  # noqa: E402
 from perception.ros.testing import spin_until  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -185,3 +187,89 @@ def test_labels_file_from_a_device_is_refused_at_start_up(ros_context, tmp_path)
         _detector(ros_context, model, ["cam"], **{"model.labels_file": str(big),
                                                    "model.labels_max_bytes": 64})  # fmt: skip
     assert time.monotonic() - t0 < 10.0
+
+
+# ---------------------------------------------------------------- tracker node
+def _boxes(n: int, stamp_ns: int, frame_id: str, seed: int = 0) -> Detection2DArray:
+    """`n` boxes, scores 0.3..1 (two fixed well-separated ones scored 1.0 first)."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 600, (n, 2))
+    xyxy = np.hstack([xy, xy + rng.uniform(5, 60, (n, 2))]).astype(np.float32)
+    scores = rng.uniform(0.3, 0.95, n).astype(np.float32)
+    xyxy[:2] = [[1000, 100, 1040, 180], [1200, 100, 1240, 180]]
+    scores[:2] = 1.0
+    det = Detections.from_arrays(xyxy, scores, np.zeros(n, np.int32), stamp_ns=stamp_ns,
+                                 frame_id=frame_id)  # fmt: skip
+    return detections_to_msg(det, ["person"])
+
+
+@pytest.fixture
+def tracker_rig(ros_context, executor):
+    from perception.ros.tracker_node import TrackerNode
+
+    def make(**params):
+        overrides = {"input_topics": ["/ht/a", "/ht/b"], "class_names": ["person"],
+                     "qos_depth": 100, **params}  # fmt: skip
+        node = TrackerNode(
+            "hostile_tracker",
+            context=ros_context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        )
+        probe = Node("ht_probe", context=ros_context)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        out: dict[str, list[Detection2DArray]] = {"a": [], "b": []}
+        pubs = {}
+        for k in out:
+            probe.create_subscription(Detection2DArray, f"/ht/{k}/tracks", out[k].append, qos)
+            pubs[k] = probe.create_publisher(Detection2DArray, f"/ht/{k}", qos)
+        executor.add_node(node)
+        executor.add_node(probe)
+        assert spin_until(executor, lambda: all(p.get_subscription_count() for p in pubs.values()))
+        assert spin_until(executor, lambda: probe.count_publishers("/ht/b/tracks") > 0)
+        made.append((node, probe))
+        return node, pubs, out
+
+    made: list = []
+    yield make
+    for node, probe in made:
+        node.destroy_node()
+        probe.destroy_node()
+
+
+def _ids(msg: Detection2DArray) -> list[str]:
+    return [d.id for d in msg.detections]
+
+
+def test_tracker_keyed_by_topic_not_by_frame_id(tracker_rig, executor):
+    node, pubs, out = tracker_rig()
+    base = 100 * 10**9
+    for k in range(3):
+        pubs["a"].publish(_boxes(2, base + k * 40_000_000, "shared"))
+        assert spin_until(executor, lambda k=k: len(out["a"]) == k + 1)
+    assert _ids(out["a"][-1]) == ["1", "2"]
+    # another camera, same frame_id, a clock 99 s behind: its own tracker
+    for k in range(3):
+        pubs["b"].publish(_boxes(2, 10**9 + k * 40_000_000, "shared", seed=1))
+        assert spin_until(executor, lambda k=k: len(out["b"]) == k + 1)
+    pubs["a"].publish(_boxes(2, base + 3 * 40_000_000, "shared"))
+    assert spin_until(executor, lambda: len(out["a"]) == 4)
+    assert _ids(out["a"][-1]) == ["1", "2"], "camera a's tracks must survive camera b's clock"
+    assert node.trackers[0].stats.resets == 0 and len(node.trackers) == 2
+
+    # 1500 distinct frame_ids on one topic: still one tracker per topic (before: 1500
+    # trackers, never freed); the messages are rejected and counted, the camera goes on
+    n_bogus = 1500
+    for k in range(n_bogus):
+        pubs["a"].publish(_boxes(2, base + (4 + k) * 40_000_000, f"bogus_{k}"))
+        if k % 100 == 99:
+            spin_until(executor, lambda k=k: node.trackers[0].stats.frames_rejected_frame_id > k)
+    ok = spin_until(
+        executor, lambda: node.trackers[0].stats.frames_rejected_frame_id == n_bogus, 30.0
+    )
+    assert ok, node.trackers[0].stats
+    pubs["a"].publish(_boxes(2, base + (5 + n_bogus) * 40_000_000, "shared"))
+    assert spin_until(executor, lambda: len(out["a"]) == 5)
+    assert node.trackers[0].frame_id == "shared" and len(node.trackers) == 2
+    assert node.counters(0)["tracker.frames_rejected_frame_id"] == n_bogus
+    status = node.statuses()[0]
+    assert status.level == WARN and "1500 frames rejected" in status.message

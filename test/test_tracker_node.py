@@ -117,14 +117,14 @@ def test_tracks_published_per_camera_with_stable_ids_and_header(setup) -> None:
     assert spin_until(executor, lambda: len(received["a"]) >= 5, 10.0)
     assert ids(received["a"][4]) == ["1", "2"]
     assert received["a"][4].header.stamp == ns_to_stamp(base + 4 * 40_000_000)
-    stats = node.trackers[0].stats()["cam_a"]
+    stats = node.trackers[0].stats
     assert stats.frames_rejected_duplicate == 1 and len(received["a"]) == 5
 
     # Simulator restart: the clock goes back; old tracks dropped, new ids.
     pubs["a"].publish(make_msg("cam_a", 0, [(112, 200)]))
     assert spin_until(executor, lambda: len(received["a"]) >= 6, 10.0)
     assert ids(received["a"][5]) == ["3"]
-    assert node.trackers[0].stats()["cam_a"].resets == 1
+    assert node.trackers[0].stats.resets == 1
 
 
 def test_parameters_validated_and_changed_at_run_time(setup) -> None:

@@ -632,7 +632,8 @@ class TrackerNodeParams(SpecParams):
 
     SPEC: ClassVar[tuple[str, str]] = ("tracker", "tracker_node")
 
-    #: Detection2DArray topics to track (one tracker set each, distinct).
+    #: Detection2DArray topics to track, distinct; one tracker each (the topic is the camera, the
+    #: frame_id on the wire is never a key).
     input_topics: tuple[str, ...] = ("detections",)
     #: Tracks topic per input, in the same order; empty = <input>/tracks.
     output_topics: tuple[str, ...] = ()
@@ -645,6 +646,9 @@ class TrackerNodeParams(SpecParams):
     max_boxes: int = 1000
     #: Queue depth of the subscriptions and publishers (reliable).
     qos_depth: int = 10
+    #: Period of /diagnostics messages (per input topic, published / dropped / rejected counts by
+    #: kind).
+    diagnostics_period_s: float = 1.0
 
     @classmethod
     def _from_resolved(cls, v: Mapping[str, Any]) -> TrackerNodeParams:
@@ -655,4 +659,5 @@ class TrackerNodeParams(SpecParams):
             class_format=v["class_format"],
             max_boxes=v["max_boxes"],
             qos_depth=v["qos_depth"],
+            diagnostics_period_s=v["diagnostics_period_s"],
         )

@@ -17,7 +17,11 @@ class MultiCameraTracker:
     """Routes each `Detections` to the tracker of its `frame_id`, creating it
     on first sight. Ids are unique per camera (each camera counts from 1), and
     each camera's stamps are checked independently, so cameras with different
-    clocks or rates do not interfere."""
+    clocks or rates do not interfere.
+
+    For trusted inputs only (files, offline tools): every new frame_id makes a
+    tracker that is never freed. Nodes key one `Tracker` per configured camera
+    or input topic instead, never per frame_id from the wire."""
 
     def __init__(self, config: TrackerConfig | None = None) -> None:
         if config is not None and not isinstance(config, TrackerConfig):
