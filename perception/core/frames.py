@@ -5,6 +5,15 @@ frame of every camera at once and runs them as one batch. A frame replaced
 before it was used is counted as skipped, one older than `max_age` when the
 loop gets to it is counted as stale: nothing disappears without a counter,
 and no backlog can build up whatever the model's speed.
+
+Fairness: each camera has exactly one slot, so a camera that floods only
+replaces its own frame (its `skipped` counter grows) and can never take a
+second place in a batch. `take_fresh` without a limit takes every waiting
+camera, so under overload each camera is served once per batch and all
+output rates are equal. With a `limit` (an engine whose batch is capped)
+the cameras are served round robin: each call starts after the camera
+served last, so every camera with a waiting frame is served within
+ceil(cameras / limit) calls, whatever the others send.
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ class LatestFrameSlots(Generic[T]):
         self._ready = threading.Condition(self._lock)
         self._slots: dict[str, T | None] = {c: None for c in cameras}
         self._last_stamp: dict[str, int] = {}
+        self._next = 0  # round-robin start of a limited take_fresh
         self.counters: dict[str, CameraCounters] = {c: CameraCounters() for c in self._slots}
 
     @property
@@ -112,16 +122,30 @@ class LatestFrameSlots(Generic[T]):
                 lambda: any(f is not None for f in self._slots.values()), timeout=timeout_s
             )
 
-    def take_fresh(self, now_ns: int, max_age_ns: int | None) -> list[T]:
-        """Empty every slot; return the frames not older than `max_age_ns`.
+    def take_fresh(self, now_ns: int, max_age_ns: int | None, limit: int | None = None) -> list[T]:
+        """Empty the slots; return the frames not older than `max_age_ns`.
 
         Age is measured on the receive clock (`now_ns - receive_ns`), which is
         robust to camera clocks that disagree with ours; stamps are kept for
-        output headers.
+        output headers. Without `limit` every slot is emptied (one frame per
+        camera); with it at most `limit` fresh frames are taken, cameras in
+        round-robin order from the one after the camera served last, and the
+        others keep their frames for the next call (stale ones met on the way
+        are emptied and counted, not served).
         """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit: expected >= 1 or None, got {limit}")
         with self._lock:
             out: list[T] = []
-            for cam, frame in self._slots.items():
+            names = list(self._slots)
+            n = len(names)
+            first = self._next % n if limit is not None and n else 0
+            for i in range(n):
+                if limit is not None and len(out) >= limit:
+                    break
+                idx = (first + i) % n
+                cam = names[idx]
+                frame = self._slots[cam]
                 if frame is None:
                     continue
                 self._slots[cam] = None
@@ -130,6 +154,7 @@ class LatestFrameSlots(Generic[T]):
                     continue
                 self.counters[cam].processed += 1
                 out.append(frame)
+                self._next = idx + 1
             return out
 
     def snapshot(self) -> dict[str, dict[str, int]]:
