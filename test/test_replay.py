@@ -67,8 +67,10 @@ def replayer(tmp_path_factory):
 
 
 def use_out(replayer: Replayer, out: Path, **changes: Any) -> Replayer:
-    """The module's replayer (one engine) writing to `out`."""
-    replayer.config = replace(replayer.config, out=str(out), **changes)
+    """The module's replayer (one engine) writing to `out` (other settings:
+    the defaults unless given)."""
+    replayer.config = replace(replayer.config, out=str(out), resume=False, max_frames=0)
+    replayer.config = replace(replayer.config, **changes)
     return replayer
 
 
