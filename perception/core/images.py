@@ -93,7 +93,7 @@ _FORMAT_WORDS = {
 }  # fmt: skip
 # JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...)
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
-_JPEG_MAX_SEGMENTS = 4096
+_JPEG_MAX_SEGMENTS = 1024
 """Segments (and fill bytes) walked before the frame header; real files have < 30."""
 
 
