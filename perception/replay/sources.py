@@ -43,7 +43,7 @@ from perception.core.images import (
     image_to_array,
     image_to_bgr,
 )
-from perception.core.message_fields import camera_model_from_info, cloud_from_msg
+from perception.core.message_fields import camera_model_from_info, cloud_from_msg, stamp_ns_of
 from perception.demo.metrics import Box2D
 from perception.pipeline.topology import PipelineSpec
 from perception.pipeline.types import CameraFrame, CloudInput
@@ -148,8 +148,9 @@ def _resolve(name: str, node: str) -> str:
 
 
 def _stamp_ns(msg: Any) -> int:
+    """Header stamp in ns; MessageFieldError for a stamp the nodes refuse too."""
     s = msg.header.stamp
-    return int(s.sec) * _NS + int(s.nanosec)
+    return stamp_ns_of(s.sec, s.nanosec)
 
 
 def _gt_boxes(msg: Any) -> list[Box2D]:

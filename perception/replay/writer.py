@@ -34,7 +34,7 @@ import numpy as np
 
 from perception.core.drawing import color_for
 from perception.core.fusion.types import Objects3D, yaw_quaternions
-from perception.core.message_fields import centre_size, class_strings
+from perception.core.message_fields import centre_size, class_strings, stamp_parts
 from perception.core.types import UNTRACKED, Detections
 from perception.pipeline.topology import PipelineSpec
 from perception.pipeline.types import CameraResult
@@ -163,7 +163,7 @@ class MessageFactory:
 
     # -------------------------------------------------------------- helpers
     def header(self, stamp_ns: int, frame_id: str) -> Any:
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        sec, nsec = stamp_parts(stamp_ns)  # refuses what would wrap on the wire, as the nodes
         stamp = self.new("builtin_interfaces/msg/Time", sec=sec, nanosec=nsec)
         return self.new("std_msgs/msg/Header", stamp=stamp, frame_id=frame_id)
 
