@@ -208,3 +208,8 @@ def test_ray_missing_names_the_requirements_file(
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if not installed
     with pytest.raises(RayReplayError, match=r"pip install -r requirements/replay\.txt"):
         run_ray(["x"], ReplayConfig(PIPELINE, str(tmp_path), OVERRIDES), None, 2)
+    from perception.replay.cli import main
+
+    argv = ["replay", str(tmp_path / "drive"), "--out", str(tmp_path / "out"), "--ray"]
+    assert main([*argv, "--quiet"]) == 2  # a usage error, before any input runs
+    assert not (tmp_path / "out").exists()

@@ -300,11 +300,15 @@ def run_ray_detailed(
         todo = [s for s in todo if s not in results]
     if not todo:
         return RayRun(results=[results[s] for s in report.order], total_s=time.monotonic() - t0)
+    if workers > len(todo):
+        log.info("ray: %d workers for %d inputs: starting %d", workers, len(todo), len(todo))
+        workers = len(todo)  # each worker loads an engine: none for nothing
     if cpus_per_worker is None:
         cpus_per_worker = 1.0 if address else float(max(1, (os.cpu_count() or 1) // workers))
+    t_init = time.monotonic()
     started = _start_ray(ray, address, num_cpus=max(1, int(workers * cpus_per_worker)))
     run = RayRun(results=[], workers=workers, address=address or "local")
-    run.init_s = time.monotonic() - t0 if started else 0.0
+    run.init_s = time.monotonic() - t_init if started else 0.0
     log.info("ray: %s in %.2f s", "started" if started else "reused", run.init_s)
     try:
         job = _detector_threads(config, int(cpus_per_worker))
