@@ -49,8 +49,10 @@ class DriverNode(Node):
         self.pipeline.start()
 
     def destroy_node(self) -> None:
-        self.pipeline.stop()
-        self.pipeline.release()
+        pipeline = getattr(self, "pipeline", None)  # absent when the driver refused to start
+        if pipeline is not None:
+            pipeline.stop()
+            pipeline.release()
         super().destroy_node()
 
 
