@@ -209,3 +209,13 @@ def test_pipeline_files_refuse_misspelled_parameters():
     assert "detector.cameras.rgb_front.topik: unknown parameter" in str(err.value)
     with pytest.raises(ParameterError, match=r"fusion_front.tracker3d.min_hitz"):
         load_config(repo / "config" / "pipeline_carla.yaml", ["fusion_front.tracker3d.min_hitz=3"])
+
+
+def test_pipeline_files_refuse_camera_names_that_are_no_ros_names():
+    from perception.config.files import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    with pytest.raises(
+        ParameterError, match=r"detector.camera_names: invalid camera name '../evil'"
+    ):
+        load_config(repo / "config" / "pipeline_carla.yaml", ["detector.camera_names=[../evil]"])

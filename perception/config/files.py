@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from perception.config.names import check_camera_names
 from perception.config.spec import ParameterError, ParamSpec, resolve, section_specs
 
 __all__ = ["NODE_KINDS", "TYPE_KEY", "check_node", "flatten", "load_config", "parse_value"]
@@ -80,6 +81,11 @@ def check_node(name: str, params: dict[str, Any]) -> None:
     kind = params[TYPE_KEY]
     groups = _groups(kind, params)
     errors: list[str] = []
+    if kind in ("detector", "detector_lifecycle"):
+        try:
+            check_camera_names(params.get("camera_names") or [], f"{name}.camera_names")
+        except ParameterError as exc:
+            raise ParameterError(str(exc)) from None  # before its cameras.* groups
     for prefix, specs in sorted(groups, key=lambda g: -len(g[0])):
         mine = {
             k[len(prefix) :]: v
