@@ -196,3 +196,51 @@ def test_build_detector_refuses_the_labels_file_before_the_engine(tmp_path) -> N
                                  "labels_file": "/dev/zero"})  # fmt: skip
     with pytest.raises(ModelLayoutError, match="/dev/zero: expected a regular file"):
         build_detector(model, score_threshold=0.3, iou_threshold=0.5, max_detections=10)
+
+
+# ---------------------------------------------------------------- 3/5. bounded box counts
+def test_keep_best_keeps_the_highest_scores_in_order() -> None:
+    from perception.core.fusion.types import Objects3D
+    from perception.core.tracking import keep_best
+
+    scores = [0.5, np.nan, 0.9, 0.5, 0.7, 0.1]
+    det = Detections.from_arrays([[i, 0, i + 1, 1] for i in range(6)], scores, [0] * 6)
+    kept, dropped = keep_best(det, 3)
+    assert dropped == 3 and kept.scores.tolist() == pytest.approx([0.5, 0.9, 0.7])
+    assert kept.xyxy[:, 0].tolist() == [0, 2, 4]  # ties: the earlier row; NaN lowest
+    assert keep_best(det, 6) == (det, 0)
+    objs = Objects3D.from_arrays(np.zeros((4, 3)), np.ones((4, 3)), scores=[0.1, 0.4, 0.3, 0.2])
+    kept3, dropped3 = keep_best(objs, 2)
+    assert dropped3 == 2 and kept3.scores.tolist() == pytest.approx([0.4, 0.3])
+    with pytest.raises(ValueError, match="max_rows"):
+        keep_best(det, 0)
+
+
+def test_fusion_stage_caps_boxes_before_fusion_and_3d_tracking() -> None:
+    """5000 boxes a frame into depth fusion + the 3D tracker: capped first
+    (before: 5.3 s and 1.6 GB per frame in the 3D tracker alone)."""
+    from perception.core.camera import CameraModel
+    from perception.core.tracking.tracker3d import Tracker3DConfig
+    from perception.pipeline import FusionStage
+    from perception.pipeline.fusion import FusionSettings
+
+    cam = CameraModel.create(640, 480, [[600, 0, 320], [0, 600, 240], [0, 0, 1]], [0.0] * 5,
+                             distortion_model="plumb_bob", frame_id="cam")  # fmt: skip
+    stage = FusionStage(FusionSettings(tracker3d=Tracker3DConfig(), max_boxes=500))
+    stage.set_camera(cam)
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 600, (5000, 2))
+    xyxy = np.hstack([xy, xy + rng.uniform(8, 40, (5000, 2))])
+    scores = rng.uniform(0.3, 0.9, 5000)
+    depth = np.full((480, 640), 8.0, np.float32)
+    t0 = time.monotonic()
+    for k in range(3):
+        det = Detections.from_arrays(xyxy, scores, [0] * 5000, stamp_ns=10**9 + k * 10**8,
+                                     frame_id="cam")  # fmt: skip
+        out = stage.process(det, depth)
+        assert out is not None
+    assert time.monotonic() - t0 < 10.0
+    assert stage.errors["too_many_boxes"] == 3 and stage.errors["boxes_dropped"] == 3 * 4500
+    assert stage.tracker is not None and stage.tracker.stats.rows <= 3 * 500
+    with pytest.raises(ValueError, match="max_boxes"):
+        FusionSettings(max_boxes=0)

@@ -21,4 +21,5 @@ def fusion_settings(p: FusionParams, tracker3d: Tracker3DParams | None = None) -
         depth_scale=p.depth_scale,
         tracker3d=(tracker3d or Tracker3DParams()).to_config() if p.tracking else None,
         prediction_max_horizon_s=p.prediction_max_horizon_s,
+        max_boxes=p.max_boxes,
     )

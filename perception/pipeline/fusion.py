@@ -3,8 +3,11 @@
 Lifts boxes with a registered depth image (`DepthLifter`) or fits them to the
 LiDAR points seen inside them (`LidarFusion`), moves the objects into the
 target frame, tracks them in 3D and, on request, predicts them to a given
-time (planning and AR act at publish time, not capture time). Every refusal
-is counted by kind in `errors`; nothing raises out of `process`.
+time (planning and AR act at publish time, not capture time). At most
+`max_boxes` detections of a frame are fused (the highest scores; the rest are
+counted as boxes_dropped, the frame as too_many_boxes), so one message cannot
+stall the fusion or the 3D tracker. Every refusal is counted by kind in
+`errors`; nothing raises out of `process`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from perception.core.fusion.depth import DepthLifter
 from perception.core.fusion.lidar import LidarFusion
 from perception.core.fusion.types import Objects3D
 from perception.core.prediction import PredictionError, predict_objects3d
+from perception.core.tracking.limits import keep_best
 from perception.core.tracking.tracker3d import Tracker3D, Tracker3DConfig
 from perception.core.types import Detections
 from perception.pipeline.log import ThrottledLog
@@ -41,6 +45,7 @@ class FusionSettings:
         depth_scale: metres per depth unit; 0 = from the dtype (mm for uint16).
         tracker3d: 3D tracker parameters; None = no 3D tracking.
         prediction_max_horizon_s: predictions further ahead are refused.
+        max_boxes: most detections fused per frame (highest scores first).
     """
 
     mode: Literal["depth", "lidar"] = "depth"
@@ -50,6 +55,11 @@ class FusionSettings:
     depth_scale: float = 0.0
     tracker3d: Tracker3DConfig | None = None
     prediction_max_horizon_s: float = 0.5
+    max_boxes: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.max_boxes < 1:
+            raise ValueError(f"max_boxes: expected >= 1, got {self.max_boxes}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,11 @@ class FusionStage:
         predict_to_ns: int | None = None,
     ) -> FusionOutput | None:
         """3D objects for `det`, or None when refused (counted by kind)."""
+        det, dropped = keep_best(det, self.settings.max_boxes)
+        if dropped:
+            self.errors["boxes_dropped"] += dropped
+            self.count("too_many_boxes", f"{dropped} lowest-scoring of {len(det) + dropped} "
+                       f"detections not fused (max_boxes {self.settings.max_boxes})")  # fmt: skip
         try:
             objects = self._objects(det, depth, cloud)
         except (PerceptionError, ValueError) as exc:

@@ -13,8 +13,10 @@ first frame; messages with another one are rejected and counted. Ids are
 unique per input and stable for the node's lifetime; stamps are checked per
 input (duplicates and out-of-order messages are dropped and not republished;
 a clock going back, as when a simulator restarts, resets that input's tracks
-with a warning). Every problem is counted per input topic and reported on
-/diagnostics; warnings are throttled; no message ends the node.
+with a warning). At most `max_boxes` detections of a message are tracked
+(the highest scores; the rest counted as boxes_dropped / too_many_boxes), so
+one message cannot stall the node. Every problem is counted per input topic
+and reported on /diagnostics; warnings are throttled; no message ends the node.
 
 All parameters come from specs/tracker.params.yaml: the node's own
 (section `tracker_node`, read-only) and `tracker.<name>` for every field of
@@ -42,7 +44,7 @@ from vision_msgs.msg import Detection2DArray
 
 from perception.config import TrackerNodeParams, TrackerParams
 from perception.core.message_fields import MessageFieldError
-from perception.core.tracking import Tracker, TrackerConfig
+from perception.core.tracking import Tracker, TrackerConfig, keep_best
 from perception.pipeline.log import ThrottledLog
 from perception.pipeline.status import OK, WARN, Status
 from perception.ros.conversions import detections_to_msg, msg_to_detections
@@ -170,6 +172,11 @@ class TrackerNode(Node):
             return
         for kind, n in rejected.items():
             self.count(index, f"rows_rejected.{kind}", f"{n} detection(s) dropped", n)
+        det, dropped = keep_best(det, self.params.max_boxes)
+        if dropped:
+            self.errors[index]["boxes_dropped"] += dropped
+            self.count(index, "too_many_boxes", f"{dropped} lowest-scoring of {len(det) + dropped} "
+                       f"detections dropped (max_boxes {self.params.max_boxes})")  # fmt: skip
         tracker = self.trackers[index]
         rejected_frames = tracker.stats.frames_rejected
         out = tracker.update(det)
