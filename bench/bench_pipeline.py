@@ -1,17 +1,40 @@
-"""Pipeline overhead: camera stamp -> Detection2DArray received in a third process.
+"""Pipeline under load: camera stamp -> Detection2DArray received in a third process.
 
-A trivial model (well under 2 ms per batch) isolates what the node adds:
-transport of 1920x1080 frames, conversion, pre/post-processing and publishing.
-Processes: N camera publishers (image_publisher, 30 Hz, bgr8) -> the detector
-node (run_config) -> this process, which subscribes to every camera's
-detections and records (receive time - header stamp). Runs each of
-{1, 4 cameras} x {default Fast DDS transports, config/fastdds_large_images.xml}
-side by side in one invocation; writes bench/results/pipeline.json and prints
-a table. Every process runs with localhost-only discovery.
+Processes: ONE load_publisher process sends every camera (bgr8 frames
+serialized once, only the stamp patched per send, 30 Hz per camera, phases
+spread over the period) -> the detector node (run_config) -> this process,
+which subscribes to every camera's detections and records (receive time -
+header stamp). Cameras x frame sizes x middleware profiles run one after the
+other; each run waits for every camera's first output, warms up, then
+measures a window of --seconds:
 
-    ./dev exec python bench/bench_pipeline.py [--seconds 20] [--cameras 1 4]
-    ./dev exec python bench/bench_pipeline.py --model MODEL.onnx --seconds 60 --cameras 1 \
-        --profiles shm     # (b): a real model, a long run, latency over time
+- output rate, in total and per camera (fairness: slowest / fastest camera);
+- capture -> output latency p50 / p95 / max, and p50 of the window's first
+  vs last third (a backlog makes it grow); node RSS at the window's start,
+  end and maximum;
+- CPU, in % of one core over the window: the node process (all its threads),
+  the publisher, this sink, and the whole machine (other jobs included: on a
+  shared 2-core machine the senders and other work compete with the node);
+- the node's own counters (received / processed / skipped / stale per
+  camera, batches) from its /diagnostics.
+
+`--sweep` is the acceptance run: 1, 2, 4, 8 cameras at 640x360 and 1280x720,
+the real YOLOX-Nano (../shared/data/yolox_nano.onnx, config/coco80.labels),
+shared-memory profile, 60 s each, JSON to bench/results/pipeline_sweep.json;
+it checks, per frame size: rate at the most cameras >= 95 % of the best rate
+of the sweep, per-camera rates within 10 % (slowest >= 0.9 x fastest), p95
+latency within transport + 2 x batch time + publishing + 10 ms, all from the
+node's own p95s (a frame waits at most for the batch in progress, then for
+its own: `latency_bound`), and no growth (last-third median latency <= 1.2 x
+first third + 5 ms, RSS at the end <= 1.05 x start + 10 MiB). The rate a
+shared machine leaves the node varies, so each run also reports frames out
+per CPU-second of the node. Every process runs with localhost-only discovery.
+
+    ./dev exec python bench/bench_pipeline.py --sweep [--seconds 60]
+    ./dev exec python bench/bench_pipeline.py --cameras 1 4 --sizes 1920x1080 \
+        --profiles default shm --seconds 20        # trivial model: transport overhead
+    ./dev exec python bench/bench_pipeline.py --sweep --node-tree /other/checkout \
+        --out bench/results/pipeline_sweep_other.json   # same load, another tree's node
 """
 
 from __future__ import annotations
@@ -23,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,18 +86,42 @@ def write_trivial_detector(path: Path, num_classes: int = 2) -> Path:
     return path
 
 
+SHARED = REPO.parent / "shared" / "data"
+SWEEP_CAMERAS = [1, 2, 4, 8]
+SWEEP_SIZES = ["640x360", "1280x720"]
+
+
+def _cpu_s(proc: Any) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _camera_diag(msg: Any, node_name: str, into: dict[str, dict[str, str]]) -> bool:
+    """Store the node's statuses by name ("camera cam0", "engine"); True if any."""
+    found = False
+    for st in msg.status:
+        if st.name.startswith(f"{node_name}: "):
+            into[st.name[len(node_name) + 2 :]] = {kv.key: kv.value for kv in st.values}
+            found = True
+    return found
+
+
 def run_case(
     cameras: int,
+    size: str,
     profile: bool,
     seconds: float,
     warmup: float,
     model: Path,
-    image: Path,
+    image: Path | None,
     rate: float,
     extra_params: dict,
+    node_tree: Path | None = None,
 ) -> dict:
+    import psutil
     import rclpy
     import yaml
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from vision_msgs.msg import Detection2DArray
 
@@ -83,12 +131,14 @@ def run_case(
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)} if profile else {}
     env["RMW_FASTRTPS_USE_QOS_FROM_XML"] = "0"
     names = [f"cam{i}" for i in range(cameras)]
+    max_age_ms = 200.0
     params = {
         "perception.node_type": "detector",
         "camera_names": names,
         "model.path": str(model),
-        "max_age_ms": 200.0,
+        "max_age_ms": max_age_ms,
         "overlay": False,
+        "diagnostics_period_s": 1.0,
         **extra_params,
     }
     for n in names:
@@ -102,60 +152,92 @@ def run_case(
     rclpy.init()
     node = rclpy.create_node("bench_sink")
     lat: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
-    t0 = time.monotonic()
 
-    def cb(msg: Detection2DArray, cam: str) -> None:
+    def on_detections(msg: Detection2DArray, cam: str) -> None:
         now = node.get_clock().now().nanoseconds
-        lat[cam].append((time.monotonic() - t0, (now - stamp_to_ns(msg.header.stamp)) * 1e-6))
+        lat[cam].append((time.monotonic(), (now - stamp_to_ns(msg.header.stamp)) * 1e-6))
 
-    from diagnostic_msgs.msg import DiagnosticArray
-
-    counters: dict[str, dict[str, str]] = {}
+    diag: dict[str, dict[str, str]] = {}
+    diag_count = [0]
 
     def on_diag(msg: DiagnosticArray) -> None:
-        for st in msg.status:
-            if "bench_detector: camera" in st.name:
-                counters[st.name.rsplit(" ", 1)[-1]] = {kv.key: kv.value for kv in st.values}
+        if _camera_diag(msg, "/bench_detector", diag):
+            diag_count[0] += 1
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     for n in names:
         node.create_subscription(
-            Detection2DArray, f"/bench_detector/{n}/detections", lambda m, n=n: cb(m, n), qos
+            Detection2DArray,
+            f"/bench_detector/{n}/detections",
+            lambda m, n=n: on_detections(m, n),
+            qos,
         )
-    procs = [NodeProcess([sys.executable, "-m", "perception.ros.run_config", str(cfg)], env=env)]
-    for n in names:
-        procs.append(
-            NodeProcess(
-                [
-                    sys.executable,
-                    "-m",
-                    "perception.ros.tools.image_publisher",
-                    str(image),
-                    "--topic",
-                    f"/bench/{n}/image_raw",
-                    "--frame-id",
-                    n,
-                    "--rate",
-                    str(rate),
-                    "--loop",
-                ],
-                env=env,
-            )
+    node_env = dict(env)
+    if node_tree is not None:
+        node_env["PYTHONPATH"] = os.pathsep.join(
+            [str(node_tree), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
-    import psutil
+    detector = NodeProcess(
+        [sys.executable, "-m", "perception.ros.run_config", str(cfg)],
+        env=node_env,
+        cwd=node_tree,
+    )
+    pub_args = [f"/bench/{n}/image_raw" for n in names]
+    pub_args += ["--size", size, "--rate", str(rate)]
+    if image is not None:
+        pub_args += ["--image", str(image)]
+    publisher = NodeProcess.module("perception.ros.tools.load_publisher", *pub_args, env=env)
+    procs = [detector, publisher]
+    res: dict[str, Any] = {
+        "cameras": cameras,
+        "size": size,
+        "profile": "shm_large" if profile else "default",
+        "rate_hz_per_camera": rate,
+        "max_age_ms": max_age_ms,
+        "node_tree": str(node_tree or REPO),
+    }
 
-    rss = []
-    try:
-        end = time.monotonic() + warmup + seconds
-        next_rss = time.monotonic()
+    def spin_for(s: float) -> None:
+        end = time.monotonic() + s
         while time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.05)
-            if time.monotonic() >= next_rss and procs[0].alive():
-                rss.append(psutil.Process(procs[0].proc.pid).memory_info().rss / 2**20)
+            if not detector.alive():
+                raise RuntimeError(f"detector died:\n{detector.output()[-3000:]}")
+
+    def wait_diag() -> dict[str, dict[str, str]]:
+        n0 = diag_count[0]
+        end = time.monotonic() + 5.0
+        while diag_count[0] == n0 and time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        return {k: dict(v) for k, v in diag.items()}
+
+    rss: list[float] = []
+    try:
+        end = time.monotonic() + 180.0
+        while not all(lat.values()):
+            if time.monotonic() > end:
+                raise RuntimeError(
+                    f"no output from {[n for n in names if not lat[n]]} after 180 s:\n"
+                    f"{detector.output()[-3000:]}"
+                )
+            spin_for(0.2)
+        spin_for(warmup)
+        p_node = psutil.Process(detector.proc.pid)
+        p_pub = psutil.Process(publisher.proc.pid)
+        diag0 = wait_diag()
+        t0 = time.monotonic()
+        cpu0 = (_cpu_s(p_node), _cpu_s(p_pub), os.times(), psutil.cpu_times())
+        next_rss = t0
+        while time.monotonic() < t0 + seconds:
+            if time.monotonic() >= next_rss:
+                rss.append(p_node.memory_info().rss / 2**20)
                 next_rss += 1.0
-        # the node's own drop counters, from its last diagnostics
-        logs = procs[0].output()
+            spin_for(0.05)
+        t1 = time.monotonic()
+        cpu1 = (_cpu_s(p_node), _cpu_s(p_pub), os.times(), psutil.cpu_times())
+        rss.append(p_node.memory_info().rss / 2**20)
+        diag1 = wait_diag()
     finally:
         for p in procs:
             p.stop()
@@ -166,105 +248,210 @@ def run_case(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    samples = [v for n in names for (t, v) in lat[n] if t >= warmup]
-    over_time = [(round(t, 2), round(v, 2)) for n in names for (t, v) in lat[n] if t >= warmup]
-    sent = int(seconds * rate) * cameras
-    res = {
-        "cameras": cameras,
-        "profile": "shm_large" if profile else "default",
-        "rate_hz_per_camera": rate,
-        "frames_expected": sent,
-        "frames_out": len(samples),
-        "output_rate_hz": round(len(samples) / seconds, 2),
-        "node_rss_mib_max": round(max(rss), 1) if rss else None,
-        "node_rss_mib_first_last": [round(rss[0], 1), round(rss[-1], 1)] if rss else None,
-        "node_counters": {
-            cam: {
-                k: int(v)
-                for k, v in c.items()
-                if k in ("received", "processed", "skipped", "stale", "rejected")
-            }
-            for cam, c in counters.items()
-        },
+    window = t1 - t0
+
+    def pct(a: float, b: float) -> float:
+        return round(100.0 * (b - a) / window, 1)
+
+    sink = cpu1[2].user + cpu1[2].system - cpu0[2].user - cpu0[2].system
+    busy0 = sum(cpu0[3]) - cpu0[3].idle - getattr(cpu0[3], "iowait", 0.0)
+    busy1 = sum(cpu1[3]) - cpu1[3].idle - getattr(cpu1[3], "iowait", 0.0)
+    res["cpu_pct_of_one_core"] = {
+        "node": pct(cpu0[0], cpu1[0]),
+        "publisher": pct(cpu0[1], cpu1[1]),
+        "sink": round(100.0 * sink / window, 1),
+        "machine": pct(busy0, busy1),
+        "machine_cores": psutil.cpu_count(),
     }
+    c = res["cpu_pct_of_one_core"]
+    c["others"] = round(c["machine"] - c["node"] - c["publisher"] - c["sink"], 1)
+
+    per_cam = {n: [(t, v) for t, v in lat[n] if t0 <= t < t1] for n in names}
+    rates = {n: round(len(v) / window, 2) for n, v in per_cam.items()}
+    res["window_s"] = round(window, 2)
+    res["output_rate_hz"] = round(sum(len(v) for v in per_cam.values()) / window, 2)
+    res["per_camera_hz"] = rates
+    res["fairness_min_over_max"] = round(min(rates.values()) / max(max(rates.values()), 1e-9), 3)
+    samples = sorted(tv for pts in per_cam.values() for tv in pts)
     if samples:
-        a = np.array(samples)
+        vals = np.array([v for _, v in samples])
+        thirds = np.array_split(vals, 3)
         res.update(
-            p50_ms=round(float(np.percentile(a, 50)), 2),
-            p95_ms=round(float(np.percentile(a, 95)), 2),
-            max_ms=round(float(a.max()), 2),
+            p50_ms=round(float(np.percentile(vals, 50)), 2),
+            p95_ms=round(float(np.percentile(vals, 95)), 2),
+            max_ms=round(float(vals.max()), 2),
+            p50_first_third_ms=round(float(np.median(thirds[0])), 2),
+            p50_last_third_ms=round(float(np.median(thirds[-1])), 2),
         )
-        # latency trend: median of the first vs the last third (a backlog grows it)
-        times = np.array([t for t, _ in over_time])
-        vals = np.array([v for _, v in over_time])
-        order = np.argsort(times)
-        thirds = np.array_split(vals[order], 3)
-        res["p50_first_third_ms"] = round(float(np.median(thirds[0])), 2)
-        res["p50_last_third_ms"] = round(float(np.median(thirds[-1])), 2)
-    else:
-        res["log_tail"] = logs[-1500:]
+    res["node_rss_mib"] = {
+        "start": round(rss[0], 1),
+        "end": round(rss[-1], 1),
+        "max": round(max(rss), 1),
+    }
+
+    def counters(d: dict[str, dict[str, str]], key: str) -> int:
+        return sum(int(v.get(key, 0)) for k, v in d.items() if k.startswith("camera "))
+
+    batches = int(diag1.get("engine", {}).get("batches", 0)) - int(
+        diag0.get("engine", {}).get("batches", 0)
+    )
+    res["node_window"] = {
+        k: counters(diag1, k) - counters(diag0, k)
+        for k in ("received", "processed", "skipped", "stale", "rejected")
+    }
+    res["node_window"]["batches"] = batches
+    res["batch_period_ms"] = round(1e3 * window / batches, 2) if batches > 0 else None
+    res["frames_per_node_cpu_s"] = (
+        round(res["output_rate_hz"] / (c["node"] / 100.0), 1) if c["node"] > 0 else None
+    )
+    res["p95_bound_ms"] = latency_bound(diag1)
+    res["node_counters_total"] = {
+        k.split(" ", 1)[1]: {
+            key: int(v.get(key, 0)) for key in ("received", "processed", "skipped", "stale")
+        }
+        for k, v in diag1.items()
+        if k.startswith("camera ")
+    }
     return res
+
+
+def latency_bound(diag: dict[str, dict[str, str]]) -> float | None:
+    """What the design promises for p95 capture -> output, from the node's own
+    p95s: transport + 2 x batch time + publishing. A frame arriving while a
+    batch runs waits for it (at most one batch), then for its own batch; no
+    queue can add more (one slot per camera, stale frames dropped)."""
+    cams = [v for k, v in diag.items() if k.startswith("camera ")]
+    try:
+        batch = max(
+            sum(float(v[f"{s}_ms.p95"]) for s in ("preprocess", "inference", "postprocess"))
+            for v in cams
+        )
+        rx = max(float(v["capture_to_receive_ms.p95"]) for v in cams)
+        pub = max(float(v["publish_ms.p95"]) for v in cams)
+    except (KeyError, ValueError):
+        return None
+    return round(rx + 2 * batch + pub + 10.0, 1)
+
+
+def evaluate(rows: list[dict]) -> dict:
+    """The acceptance checks, per frame size (see the module docstring)."""
+    out: dict[str, Any] = {}
+    for size in sorted({r["size"] for r in rows}):
+        sel = sorted((r for r in rows if r["size"] == size), key=lambda r: r["cameras"])
+        best = max(r["output_rate_hz"] for r in sel)
+        most = sel[-1]
+        checks: dict[str, Any] = {
+            "best_rate_hz": best,
+            "rate_at_most_cameras_hz": most["output_rate_hz"],
+            "most_cameras": most["cameras"],
+            "rate_holds": most["output_rate_hz"] >= 0.95 * best,
+        }
+        checks["fair"] = all(r["fairness_min_over_max"] >= 0.9 for r in sel)
+        checks["p95_bounded"] = all(
+            r.get("p95_bound_ms") is not None and r.get("p95_ms", 1e9) <= r["p95_bound_ms"]
+            for r in sel
+        )
+        checks["latency_flat"] = all(
+            r.get("p50_last_third_ms", 1e9) <= 1.2 * r.get("p50_first_third_ms", 0) + 5.0
+            for r in sel
+        )
+        checks["rss_flat"] = all(
+            r["node_rss_mib"]["end"] <= 1.05 * r["node_rss_mib"]["start"] + 10.0 for r in sel
+        )
+        out[size] = checks
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    print(
+        f"\n{'size':>9} {'cams':>4} {'profile':>9} {'out Hz':>7} {'per-cam Hz':>11} "
+        f"{'p50':>6} {'p95':>6} {'bound':>6} {'1st/last p50':>13} {'RSS start/end':>14} "
+        f"{'CPU node/pub/machine %':>23}"
+    )
+    for r in rows:
+        cam = list(r["per_camera_hz"].values())
+        c = r["cpu_pct_of_one_core"]
+        print(
+            f"{r['size']:>9} {r['cameras']:>4} {r['profile']:>9} {r['output_rate_hz']:>7} "
+            f"{min(cam):>5}-{max(cam):<5} {r.get('p50_ms', '-'):>6} {r.get('p95_ms', '-'):>6} "
+            f"{r.get('p95_bound_ms', '-')!s:>6} "
+            f"{r.get('p50_first_third_ms', '-')!s:>6}/{r.get('p50_last_third_ms', '-')!s:<6} "
+            f"{r['node_rss_mib']['start']:>6}/{r['node_rss_mib']['end']:<7} "
+            f"{c['node']:>7}/{c['publisher']}/{c['machine']}"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--warmup", type=float, default=4.0)
-    ap.add_argument("--cameras", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--profiles", nargs="+", choices=["default", "shm"], default=["default", "shm"])
-    ap.add_argument("--rate", type=float, default=30.0)
+    ap.add_argument("--sweep", action="store_true", help="the acceptance sweep (see above)")
+    ap.add_argument("--seconds", type=float, default=None, help="measured window per run")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--cameras", type=int, nargs="+", default=None)
+    ap.add_argument("--sizes", nargs="+", default=None, help="WIDTHxHEIGHT, bgr8")
+    ap.add_argument("--profiles", nargs="+", choices=["default", "shm"], default=None)
+    ap.add_argument("--rate", type=float, default=30.0, help="frames per second per camera")
     ap.add_argument("--model", type=Path, default=None, help="real model (default: trivial)")
     ap.add_argument("--labels", type=Path, default=None)
+    ap.add_argument("--node-tree", type=Path, default=None, help="run the node from this tree")
     ap.add_argument(
-        "--image",
-        type=Path,
-        default=REPO.parent / "shared" / "data" / "pd_19064748793_bb942deea1_k.jpg",
-    )
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "pipeline.json")
+        "--image", type=Path, default=SHARED / "pd_19064748793_bb942deea1_k.jpg",
+        help="photo sent by every camera (resized; noise when absent)",
+    )  # fmt: skip
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    import cv2
+    if args.sweep:
+        args.cameras = args.cameras or SWEEP_CAMERAS
+        args.sizes = args.sizes or SWEEP_SIZES
+        args.profiles = args.profiles or ["shm"]
+        args.seconds = args.seconds or 60.0
+        args.model = args.model or SHARED / "yolox_nano.onnx"
+        args.labels = args.labels or REPO / "config" / "coco80.labels"
+        args.out = args.out or REPO / "bench" / "results" / "pipeline_sweep.json"
+        if not args.model.is_file():
+            raise SystemExit(f"--sweep needs the real model: {args.model} is absent")
+    args.cameras = args.cameras or [1, 4]
+    args.sizes = args.sizes or ["1920x1080"]
+    args.profiles = args.profiles or ["default", "shm"]
+    args.seconds = args.seconds or 20.0
+    args.out = args.out or REPO / "bench" / "results" / "pipeline.json"
 
     tmp = Path(tempfile.mkdtemp())
     model = args.model or write_trivial_detector(tmp / "trivial.onnx")
-    if args.image.is_file():
-        img = cv2.resize(cv2.imread(str(args.image)), (1920, 1080))
-    else:
-        img = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
-    image = tmp / "frame_1080p.png"
-    cv2.imwrite(str(image), img)
-    extra = {}
+    image = args.image if args.image and args.image.is_file() else None
+    extra: dict[str, Any] = {}
     if args.labels:
         extra["model.labels_file"] = str(args.labels)
     elif args.model is None:
         extra["model.family"] = "yolov8"
     rows = []
-    for cams in args.cameras:
-        for prof in args.profiles:
-            r = run_case(
-                cams, prof == "shm", args.seconds, args.warmup, model, image, args.rate, extra
-            )
-            r["model"] = "trivial" if args.model is None else str(args.model)
-            rows.append(r)
-            print(json.dumps(r), flush=True)
+    for size in args.sizes:
+        for cams in args.cameras:
+            for prof in args.profiles:
+                r = run_case(
+                    cams, size, prof == "shm", args.seconds, args.warmup, model, image,
+                    args.rate, extra, args.node_tree,
+                )  # fmt: skip
+                r["model"] = "trivial" if args.model is None else str(args.model)
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+    checks = evaluate(rows) if args.sweep else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": rows}, indent=2
+            {
+                "machine": os.uname().nodename,
+                "cpus": os.cpu_count(),
+                "command": " ".join(sys.argv),
+                "results": rows,
+                "checks": checks,
+            },
+            indent=2,
         )
         + "\n"
     )
-    print(
-        f"\n{'cams':>4} {'profile':>9} {'out Hz':>7} {'frames':>11} {'p50 ms':>7} "
-        f"{'p95 ms':>7} {'first/last p50':>15} {'RSS MiB':>8}"
-    )
-    for r in rows:
-        print(
-            f"{r['cameras']:>4} {r['profile']:>9} {r['output_rate_hz']:>7} "
-            f"{r['frames_out']:>5}/{r['frames_expected']:<5} {r.get('p50_ms', '-'):>7} "
-            f"{r.get('p95_ms', '-'):>7} "
-            f"{r.get('p50_first_third_ms', '-')!s:>7}/{r.get('p50_last_third_ms', '-')!s:<7} "
-            f"{r['node_rss_mib_max']!s:>8}"
-        )
+    print_table(rows)
+    for size, c in checks.items():
+        print(f"{size}: {json.dumps(c)}")
     print(f"results: {args.out}")
     return 0
 
