@@ -358,3 +358,42 @@ def test_fusion_node_caps_boxes_before_fusion(ros_context, executor):
         assert _peak_rss_mb() - rss0 < 1500, (rss0, _peak_rss_mb())
     fusion.destroy_node()
     probe.destroy_node()
+
+
+# ---------------------------------------------------------------- last-resort guards
+def _bad_stamp(msg):
+    msg.header.stamp.nanosec = 2_000_000_000  # valid uint32, not a valid stamp
+    return msg
+
+
+def test_bad_stamp_is_counted_not_raised_tracker(tracker_rig, executor):
+    node, pubs, out = tracker_rig()
+    pubs["a"].publish(_bad_stamp(_boxes(2, 10**9, "cam")))
+    assert spin_until(executor, lambda: node.errors[0]["bad_stamp"] == 1)
+    pubs["a"].publish(_boxes(2, 2 * 10**9, "cam"))
+    assert spin_until(executor, lambda: len(out["a"]) == 1)
+
+
+def test_bad_stamp_is_counted_not_raised_fusion(ros_context, executor):
+    from perception.ros.fusion_node import FusionNode
+
+    params = {"detections_topic": "/hg/det", "depth_topic": "/hg/depth",
+              "qos_reliability": "reliable"}  # fmt: skip
+    fusion = FusionNode(
+        "hostile_fusion_guard",
+        context=ros_context,
+        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+    )
+    executor.add_node(fusion)
+    probe = Node("hg_probe", context=ros_context)
+    executor.add_node(probe)
+    pub_det = probe.create_publisher(Detection2DArray, "/hg/det", RELIABLE)
+    pub_depth = probe.create_publisher(Image, "/hg/depth", RELIABLE)
+    assert spin_until(executor, lambda: pub_det.get_subscription_count() > 0
+                      and pub_depth.get_subscription_count() > 0)  # fmt: skip
+    pub_det.publish(_bad_stamp(_boxes(2, 10**9, "cam")))
+    depth = Image(height=4, width=4, encoding="32FC1", step=16, data=bytes(64))
+    pub_depth.publish(_bad_stamp(depth))
+    assert spin_until(executor, lambda: fusion.errors["bad_stamp"] == 2), dict(fusion.errors)
+    fusion.destroy_node()
+    probe.destroy_node()

@@ -19,6 +19,8 @@ specs/fusion.params.yaml and the tracker3d section of specs/tracker.params.yaml.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,7 @@ from perception.config.generated import FusionParams, Tracker3DParams
 from perception.core.errors import PerceptionError
 from perception.core.fusion.sync import StampSynchronizer
 from perception.core.fusion.types import Objects3D
+from perception.core.message_fields import MessageFieldError
 from perception.pipeline import CloudInput, FusionOutput, FusionStage, ThrottledLog
 from perception.pipeline.config import fusion_settings
 from perception.pipeline.status import fusion_status
@@ -88,12 +91,19 @@ class FusionNode(Node):
                 aw.TrackedObjects, "~/autoware/tracked_objects", reliable
             )
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Detection2DArray, p.detections_topic, self._on_det, reliable)
-        self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, sensor)
+        guard = self._guarded
+        self.create_subscription(
+            Detection2DArray, p.detections_topic, partial(guard, self._on_det), reliable
+        )
+        self.create_subscription(
+            CameraInfo, p.camera_info_topic, partial(guard, self._on_info), sensor
+        )
         if p.mode == "depth":
-            self.create_subscription(Image, p.depth_topic, self._on_depth, sensor)
+            self.create_subscription(Image, p.depth_topic, partial(guard, self._on_depth), sensor)
         else:
-            self.create_subscription(PointCloud2, p.cloud_topic, self._on_cloud, sensor)
+            self.create_subscription(
+                PointCloud2, p.cloud_topic, partial(guard, self._on_cloud), sensor
+            )
         self.create_timer(p.diagnostics_period_s, self.publish_diagnostics)
 
     @property
@@ -105,6 +115,16 @@ class FusionNode(Node):
         return self.stage.processed
 
     # ----------------------------------------------------------------- input
+    def _guarded(self, callback: Callable[[Any], None], msg: Any) -> None:
+        """Every callback: a bad field is counted by kind (bad_<kind>), anything
+        unexpected as callback_error; no message ends the node."""
+        try:
+            callback(msg)
+        except MessageFieldError as exc:
+            self.stage.count(f"bad_{exc.kind}", f"{type(msg).__name__} dropped: {exc}")
+        except Exception as exc:  # last resort
+            self.stage.count("callback_error", f"{type(msg).__name__}: {type(exc).__name__}: {exc}")
+
     def _on_info(self, msg: CameraInfo) -> None:
         key = (msg.width, msg.height, msg.distortion_model, tuple(msg.k), tuple(msg.d),
                tuple(msg.r), tuple(msg.p), msg.header.frame_id)  # fmt: skip
