@@ -5,6 +5,7 @@ throttled. The same findings over real topics: test_hostile_pipeline_ros.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -15,6 +16,7 @@ from perception.core.decoders import DEFAULT_LABELS_MAX_BYTES, load_labels
 from perception.core.detector import Detector, ImageFailure
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.errors import DecodeError, ModelLayoutError
+from perception.core.fusion.types import Objects3D
 from perception.core.types import Detections
 from perception.pipeline import CameraFrame, DetectionStage
 
@@ -244,3 +246,34 @@ def test_fusion_stage_caps_boxes_before_fusion_and_3d_tracking() -> None:
     assert stage.tracker is not None and stage.tracker.stats.rows <= 3 * 500
     with pytest.raises(ValueError, match="max_boxes"):
         FusionSettings(max_boxes=0)
+
+
+# ---------------------------------------------------------------- 4. throttled tracker warnings
+def test_tracker_warnings_throttled_per_kind_counters_complete(caplog) -> None:
+    from perception.core.tracking import Tracker
+    from perception.core.tracking.stamps import WarningThrottle
+    from perception.core.tracking.tracker3d import Tracker3D
+
+    caplog.set_level(logging.WARNING, logger="perception.core.tracking")
+    now = [0.0]
+    t = Tracker()
+    t._warn = WarningThrottle(t._warn.log, period_s=5.0, clock=lambda: now[0])
+    box = [[0, 0, 10, 10]]
+    t.update(Detections.from_arrays(box, [0.9], [0], stamp_ns=10**9, frame_id="cam"))
+    for _ in range(1000):  # before: 1000 lines
+        t.update(Detections.from_arrays(box, [0.9], [0], stamp_ns=10**9, frame_id="cam"))
+        t.update(Detections.from_arrays(box, [0.9], [0], stamp_ns=2 * 10**9, frame_id="x"))
+    assert t.stats.frames_rejected_duplicate == 1000 and t.stats.frames_rejected_frame_id == 1000
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # first of each kind
+    now[0] = 6.0
+    t.update(Detections.from_arrays(box, [0.9], [0], stamp_ns=10**9, frame_id="cam"))
+    assert len(caplog.records) == 3
+    assert "and 999 more since the last such line" in caplog.records[-1].getMessage()
+    # a second tracker has its own budget: one camera's flood cannot mute another's
+    caplog.clear()
+    Tracker3D().update(Objects3D.empty(stamp_ns=5, frame_id="a"))
+    t3 = Tracker3D(frame_id="a")
+    for _ in range(100):
+        t3.update(Objects3D.empty(stamp_ns=5, frame_id="b"))
+    assert t3.stats.frames_rejected_frame_id == 100 and len(caplog.records) == 1

@@ -5,6 +5,7 @@ keyed by the input topic, not the untrusted frame_id; box counts are capped
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def _ids(msg: Detection2DArray) -> list[str]:
     return [d.id for d in msg.detections]
 
 
-def test_tracker_keyed_by_topic_not_by_frame_id(tracker_rig, executor):
+def test_tracker_keyed_by_topic_not_by_frame_id(tracker_rig, executor, caplog):
     node, pubs, out = tracker_rig()
     base = 100 * 10**9
     for k in range(3):
@@ -259,6 +260,8 @@ def test_tracker_keyed_by_topic_not_by_frame_id(tracker_rig, executor):
     # 1500 distinct frame_ids on one topic: still one tracker per topic (before: 1500
     # trackers, never freed); the messages are rejected and counted, the camera goes on
     n_bogus = 1500
+    caplog.set_level(logging.WARNING, logger="perception.core.tracking")
+    t_bogus = time.monotonic()
     for k in range(n_bogus):
         pubs["a"].publish(_boxes(2, base + (4 + k) * 40_000_000, f"bogus_{k}"))
         if k % 100 == 99:
@@ -271,6 +274,9 @@ def test_tracker_keyed_by_topic_not_by_frame_id(tracker_rig, executor):
     assert spin_until(executor, lambda: len(out["a"]) == 5)
     assert node.trackers[0].frame_id == "shared" and len(node.trackers) == 2
     assert node.counters(0)["tracker.frames_rejected_frame_id"] == n_bogus
+    # one log line per bad frame before; now the first, then at most one per 5 s
+    lines = [r for r in caplog.records if "rejected frame" in r.getMessage()]
+    assert 1 <= len(lines) <= 1 + int((time.monotonic() - t_bogus) / 5) + 1, len(lines)
     status = node.statuses()[0]
     assert status.level == WARN and "1500 frames rejected" in status.message
 

@@ -43,7 +43,7 @@ from perception.core.tracking.kalman import (
     kf_update,
 )
 from perception.core.tracking.matching import iou_matrix, linear_assignment
-from perception.core.tracking.stamps import check_frame, count_reset
+from perception.core.tracking.stamps import WarningThrottle, check_frame, count_reset
 from perception.core.types import Detections
 
 __all__ = ["TrackInfo", "TrackSnapshot", "TrackState", "Tracker", "TrackerStats"]
@@ -184,6 +184,7 @@ class Tracker:
         self._frame_id = frame_id
         self._next_id = 1
         self.stats = TrackerStats()
+        self._warn = WarningThrottle(_LOG)  # per tracker: one camera cannot mute another
         self._clear()
 
     # ------------------------------------------------------------ public API
@@ -264,7 +265,7 @@ class Tracker:
         # ---- 1. validation: no state change above the "accepted" line.
         last = self._last_stamp
         reset = check_frame(
-            _LOG, "tracker", stats, self._frame_id, det.frame_id, stamp, last,
+            self._warn, "tracker", stats, self._frame_id, det.frame_id, stamp, last,
             cfg.reorder_tolerance_s,
         )  # fmt: skip
         if reset is None:
@@ -282,7 +283,7 @@ class Tracker:
 
         # ---- accepted: from here on the state changes.
         if reset:
-            count_reset(_LOG, "tracker", stats, det.frame_id, stamp, last, len(self))
+            count_reset(self._warn, "tracker", stats, det.frame_id, stamp, last, len(self))
             self.reset()
             last = None
         if self._frame_id is None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from perception.core.fusion.types import Objects3D
 from perception.core.tracking.matching import linear_assignment
-from perception.core.tracking.stamps import check_frame, count_reset
+from perception.core.tracking.stamps import WarningThrottle, check_frame, count_reset
 
 __all__ = ["Track3DInfo", "Tracker3D", "Tracker3DConfig", "Tracker3DStats"]
 
@@ -159,6 +159,7 @@ class Tracker3D:
         self._frame_id = frame_id
         self._next_own = self.config.own_id_start
         self.stats = Tracker3DStats()
+        self._warn = WarningThrottle(_LOG)
         self._last_stamp: int | None = None
         self._clear()
 
@@ -220,7 +221,7 @@ class Tracker3D:
         # ---- 1. validation: no state change before "accepted"
         last = self._last_stamp
         reset = check_frame(
-            _LOG, "tracker3d", st, self._frame_id, objects.frame_id, stamp, last,
+            self._warn, "tracker3d", st, self._frame_id, objects.frame_id, stamp, last,
             cfg.reorder_tolerance_s,
         )  # fmt: skip
         if reset is None:
@@ -237,7 +238,7 @@ class Tracker3D:
 
         # ---- accepted
         if reset:
-            count_reset(_LOG, "tracker3d", st, objects.frame_id, stamp, last, len(self))
+            count_reset(self._warn, "tracker3d", st, objects.frame_id, stamp, last, len(self))
             self.reset()
             last = None
         if self._frame_id is None:
