@@ -94,6 +94,7 @@ def test_nonfinite_output_of_one_camera_costs_only_its_frame() -> None:
     assert c["b"]["processed"] == 0
     assert (c["a"]["processed"], c["a"]["rejected"]) == (1, 0)
     assert st.batches == 1 and st.batch_errors == 0
+    assert st.last_error["b"].startswith("nonfinite_output: dropped frame (nonfinite_output)")
 
 
 def test_nonfinite_drop_keeps_the_frame_and_counts_the_rows() -> None:

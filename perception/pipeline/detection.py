@@ -63,6 +63,9 @@ class DetectionStage:
         self.log = log if log is not None else ThrottledLog()
         self.slots: LatestFrameSlots[CameraFrame] = LatestFrameSlots(self.cameras)
         self.errors: dict[str, defaultdict[str, int]] = {c: defaultdict(int) for c in self.cameras}
+        self.last_error: dict[str, str] = {}
+        """Per camera, the last problem counted ("<kind>: <message>"), e.g. for a
+        CLI to say why a frame it passed has no result."""
         self.latency = {c: LatencyStats(STAGES) for c in self.cameras}
         self.rates = {c: RateMeter() for c in self.cameras}
         self.batches = 0
@@ -112,6 +115,7 @@ class DetectionStage:
     def count_error(self, camera: str, kind: str, message: str, *, reject: bool = True) -> None:
         """Count a problem of `camera` by kind (and as a rejected frame), log throttled."""
         self.errors[camera][kind] += 1
+        self.last_error[camera] = f"{kind}: {message}"
         if reject:
             self.slots.reject(camera)
         self.log.warning(f"{kind}.{camera}", f"camera {camera}: {message}")
@@ -150,8 +154,10 @@ class DetectionStage:
         """Decode, detect as one batch, track per camera.
 
         A frame that fails on its own is counted against its camera and left
-        out (the others are returned); an engine failure raises (the batch is
-        lost, counted as `error.engine` for each of its cameras)."""
+        out (the others are returned; `last_error` says why); an engine
+        failure raises (the batch is lost, counted as `error.engine` for each
+        of its cameras). `frames` come from `take` (which counts them), so
+        the counters add up."""
         t_take = time.monotonic_ns()
         images: list[np.ndarray] = []
         used: list[CameraFrame] = []
