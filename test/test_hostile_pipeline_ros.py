@@ -6,6 +6,7 @@ keyed by the input topic, not the untrusted frame_id; box counts are capped
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -94,9 +95,12 @@ def _detector(ros_context, model: Path, cameras: list[str], **extra):
     )
 
 
-def _whole_batches(stage, cameras: list[str]) -> None:
+def _whole_batches(stage, cameras: list[str]) -> threading.Event:
     """Let the node's worker step only once every camera has a frame waiting,
-    so each batch holds all cameras (the worker otherwise races the callbacks)."""
+    so each batch holds all cameras (the worker otherwise races the callbacks).
+    The returned event is set once the worker waits through the patched wait
+    (it may be inside the original one while this runs)."""
+    patched = threading.Event()
 
     def waiting() -> bool:
         snap = stage.slots.snapshot()
@@ -106,6 +110,7 @@ def _whole_batches(stage, cameras: list[str]) -> None:
         )
 
     def wait(timeout_s: float) -> bool:
+        patched.set()
         deadline = time.monotonic() + timeout_s
         while not waiting():
             if time.monotonic() > deadline:
@@ -114,6 +119,7 @@ def _whole_batches(stage, cameras: list[str]) -> None:
         return True
 
     stage.wait = wait
+    return patched
 
 
 @pytest.mark.parametrize("nonfinite", ["raise", "drop"])
@@ -124,7 +130,7 @@ def test_nonfinite_output_on_one_camera_spares_the_batch(
     node = _detector(ros_context, nan_on_black_model(tmp_path / "m.onnx"), cams,
                      nonfinite=nonfinite)  # fmt: skip
     stage = node.pipeline.stage
-    _whole_batches(stage, cams)
+    assert _whole_batches(stage, cams).wait(5.0)
     executor.add_node(node)
     probe = Node("hp_probe", context=ros_context)
     executor.add_node(probe)
