@@ -149,11 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stamp_ns = round(index * 1e9 / fps)
             frame = CameraFrame(camera=source, image=image, stamp_ns=stamp_ns, frame_id=source)
             t0 = time.perf_counter()
+            where = f"{source}" + (f"#{index}" if video else "")
             try:
-                (result,) = pipeline.process([frame])
+                results = pipeline.process([frame])
             except PerceptionError as exc:
-                errors.append(f"{source}" + (f"#{index}" if video else "") + f": {exc}")
+                errors.append(f"{where}: {exc}")
                 continue
+            if not results:  # the stage refused the frame (counted): say why
+                errors.append(f"{where}: {pipeline.detection.last_error.get(source, 'refused')}")
+                continue
+            (result,) = results
             wall_ms = (time.perf_counter() - t0) * 1e3
             for stage_name in ("preprocess_ms", "inference_ms", "postprocess_ms"):
                 timings[stage_name].append(result.latency[stage_name])
