@@ -119,13 +119,14 @@ def run_ray_mode(
     run = run_ray_detailed([str(b) for b in bags], config, None, workers, progress=False)
     _check(run.results)
     images = _images(run.results)
-    steady = run.total_s - run.workers_ready_s
+    steady = run.total_s - run.workers_ready_s - run.shutdown_s
     return {
         "images": images,
         "wall_s": round(run.total_s, 2),
         "fps": round(images / run.total_s, 2),
         "ray_init_s": round(run.init_s, 2),
         "workers_ready_s": round(run.workers_ready_s, 2),
+        "shutdown_s": round(run.shutdown_s, 2),
         "engine_load_s": [w["load_s"] for w in run.worker_info],
         "fps_after_startup": round(images / steady, 2),
     }
@@ -296,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         if "demo_loop" in m
         else None,
         "ray2_vs_ray1": round(m["ray_2"]["fps"] / m["ray_1"]["fps"], 2),
+        "ray2_vs_ray1_after_startup": round(
+            m["ray_2"]["fps_after_startup"] / m["ray_1"]["fps_after_startup"], 2
+        ),
+        "ray2_vs_local_1_thread": round(m["ray_2"]["fps"] / m["replay_local_1_thread1"]["fps"], 2),
         "ray1_vs_local": round(m["ray_1"]["fps"] / m["replay_local_1"]["fps"], 3),
         "ray1_vs_local_after_startup": round(
             m["ray_1"]["fps_after_startup"] / m["replay_local_1"]["fps"], 3

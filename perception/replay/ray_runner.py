@@ -80,6 +80,7 @@ class RayRun:
         init_s: ray.init (0 when a running Ray was reused).
         workers_ready_s: actors created and their Replayers built (engine loaded).
         total_s: the whole call, start-up and shutdown included.
+        shutdown_s: stopping the local Ray this call started.
         workers: actors used.
         address: "local" or the cluster address joined.
         worker_info: per actor: pid, node ip, Replayer construction time.
@@ -89,6 +90,7 @@ class RayRun:
     init_s: float = 0.0
     workers_ready_s: float = 0.0
     total_s: float = 0.0
+    shutdown_s: float = 0.0
     workers: int = 0
     address: str = "local"
     worker_info: list[dict[str, Any]] = field(default_factory=list)
@@ -341,7 +343,9 @@ def run_ray_detailed(
             ray.kill(a)
     finally:
         if started and not keep_ray:
+            t_stop = time.monotonic()
             ray.shutdown()
+            run.shutdown_s = time.monotonic() - t_stop
     run.total_s = time.monotonic() - t0
     return run
 
