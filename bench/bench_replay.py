@@ -233,6 +233,38 @@ def stage_costs(bag: Path, out: Path, overrides: tuple[str, ...]) -> dict[str, A
     }
 
 
+def jpeg_decode_ms() -> dict[str, dict[str, float]]:
+    """Decoding one JPEG camera image (quality 90, one OpenCV thread): what
+    reading a drive recorded with CompressedImage costs per image instead of
+    the raw images of the generated bags."""
+    import cv2
+
+    from perception.sim.rig import default_rig
+    from perception.sim.scenario import Scenario
+
+    out = {}
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        for w, h in ((640, 360), (1920, 1080)):
+            img = Scenario(1, 0.1, 10.0, default_rig(w, h, 90.0)).frame(0).cameras["rgb_front"]
+            _ok, buf = cv2.imencode(".jpg", img.image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
+            for _ in range(5):
+                cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            n = 100
+            t0 = time.perf_counter()
+            for _ in range(n):
+                cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            out[f"{w}x{h}"] = {
+                "decode_ms": round((time.perf_counter() - t0) / n * 1000, 3),
+                "jpeg_kb": round(len(buf) / 1e3, 1),
+                "raw_bgr_mb": round(img.image_bgr.nbytes / 1e6, 2),
+            }
+    finally:
+        cv2.setNumThreads(threads)
+    return out
+
+
 # --------------------------------------------------------------------- main
 def _table(res: dict[str, Any]) -> str:
     modes = res["modes"]
@@ -289,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         identical = same_outputs(work / "local", work / "ray2")
         print("stage costs ...", file=sys.stderr)
         stages = stage_costs(bags[0], work / "stages", overrides)
+        stages["jpeg_decode"] = jpeg_decode_ms()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     m = modes
