@@ -175,13 +175,13 @@ def replay_main(argv: list[str] | None = None) -> int:
         from perception.replay.ray_runner import RayReplayError, run_ray
 
         try:
-            results = run_ray(inputs, config, args.ray or None, args.workers)
+            # run_ray writes the fleet summary itself (with the run's elapsed time)
+            results = run_ray(
+                inputs, config, args.ray or None, args.workers, progress=not args.quiet
+            )
         except RayReplayError as exc:
             log.error("perception replay --ray: %s", exc)
             return 2
-        from perception.replay.fleet import write_fleet_summary
-
-        write_fleet_summary(results, config.out)
     else:
         results = run_local(inputs, config, progress=not args.quiet)
     failed = [r for r in results if r.status == "failed"]
