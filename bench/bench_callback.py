@@ -1,17 +1,20 @@
 """Camera callback cost: what the detector node pays per received image.
 
-Every camera message costs the node its take (rclpy: DDS sample -> Python)
-and the driver's `_on_image`, also when a newer frame replaces it before the
-engine is free. This times both for one message of each size, in one process:
-a publisher sends a pre-built serialized Image, the subscription's message is
-taken exactly as the executor does (`sub.handle.take_message`) and handed to
-`DetectorDriver._on_image` (the real method, on a driver without engine whose
-stage only stores the frame); `taken_frame_decode_ms` is what the worker then
-pays to turn a frame it takes into the (H, W, 3) array. Whether the subscription is raw (serialized bytes) is
-read from the driver (`DetectorDriver.RAW_SUBSCRIPTIONS`), so the same script
-measures the tree it runs in.
+Default mode: a publisher sends a pre-built serialized Image; the message is
+taken exactly as the executor does (`sub.handle.take_message`, raw or not as
+`DetectorDriver.RAW_SUBSCRIPTIONS` says, so the script measures the tree it
+runs in) and handed to `DetectorDriver._on_image` (the real method, on a
+driver without engine whose stage only stores the frame);
+`taken_frame_decode_ms` is what the worker then pays to turn a frame it
+takes into the (H, W, 3) array. These in-process figures leave out what the
+executor machinery costs per message; `--executor-load` measures that: the
+whole receiving process's CPU per message sent, with an executor taking
+every message, with pulled subscriptions (perception.ros.pulled) taken only
+at the engine's rate, and with nothing taken.
 
     ./dev exec python bench/bench_callback.py [--reps 200] [--sizes 1920x1080 1280x720]
+    ./dev exec python bench/bench_callback.py --executor-load --sizes 640x360 1280x720 \
+        --out bench/results/executor_load.json
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -124,17 +128,123 @@ def measure(size: tuple[int, int], reps: int) -> dict:
     }
 
 
+def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float) -> dict:
+    """CPU of a receiving process per message sent, `cameras` x 30 Hz raw
+    Images from a load_publisher process (shared-memory profile):
+
+    - "executor": rclpy's SingleThreadedExecutor takes every message and runs
+      a callback that reads its header (what a callback-driven node pays);
+    - "pulled": the subscriptions are in a PulledGroup; a worker thread takes
+      the newest sample of each camera at 7 Hz per camera (a saturated engine
+      at 8 cameras takes about that), the executor spins for everything else;
+    - "none": subscribed, nothing ever taken (the middleware's own cost).
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from perception.core import cdr
+    from perception.ros.pulled import PulledGroup, PulledSubscriptions
+    from perception.ros.testing import NodeProcess
+
+    profile = REPO / "config" / "fastdds_large_images.xml"
+    env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    rclpy.init()
+    node = rclpy.create_node("bench_executor_load")
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    taken = [0]
+
+    def on_image(data: bytes) -> None:
+        cdr.read_header(data)
+        taken[0] += 1
+
+    group = PulledGroup()
+    subs = []
+    for i in range(cameras):
+        sub = node.create_subscription(
+            Image, f"/bench_load/cam{i}", on_image, qos, raw=True, callback_group=group
+        )
+        if mode != "executor":
+            group.pull(sub)
+        subs.append(sub)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+
+    def worker() -> None:
+        taker = PulledSubscriptions(subs, node.context)
+        while not stop.wait(1.0 / 7.0):
+            for sub in subs:
+                got, newest = taker.take(sub), None
+                while got is not None:
+                    newest, got = got, taker.take(sub)
+                if newest is not None:
+                    on_image(newest[0])
+
+    thread = threading.Thread(target=worker, daemon=True)
+    if mode == "pulled":
+        thread.start()
+    w, h = size
+    topics = [f"/bench_load/cam{i}" for i in range(cameras)]
+    pub = NodeProcess.module(
+        "perception.ros.tools.load_publisher", *topics, "--size", f"{w}x{h}", env=env
+    )
+    try:
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        t0, c0, n0 = time.monotonic(), os.times(), taken[0]
+        while time.monotonic() < t0 + seconds:
+            executor.spin_once(timeout_sec=0.05)
+        t1, c1 = time.monotonic(), os.times()
+    finally:
+        stop.set()
+        pub.stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    cpu = c1.user + c1.system - c0.user - c0.system
+    sent = 30.0 * cameras * (t1 - t0)
+    return {
+        "mode": mode,
+        "size": f"{w}x{h}",
+        "cameras": cameras,
+        "taken_per_s": round((taken[0] - n0) / (t1 - t0), 1),
+        "cpu_pct_of_one_core": round(100.0 * cpu / (t1 - t0), 1),
+        "cpu_ms_per_message_sent": round(1e3 * cpu / sent, 3),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--sizes", nargs="+", default=["1920x1080", "1280x720", "640x360"])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "callback.json")
+    ap.add_argument(
+        "--executor-load", action="store_true",
+        help="instead: receiving-process CPU per message, executor vs pulled vs none",
+    )  # fmt: skip
+    ap.add_argument("--cameras", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
     rows = []
     for s in args.sizes:
         w, h = (int(v) for v in s.split("x"))
-        rows.append(measure((w, h), args.reps))
-        print(json.dumps(rows[-1]), flush=True)
+        if args.executor_load:
+            for mode in ("executor", "pulled", "none"):
+                rows.append(executor_load((w, h), args.cameras, mode, args.seconds))
+                print(json.dumps(rows[-1]), flush=True)
+        else:
+            rows.append(measure((w, h), args.reps))
+            print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"machine": os.uname().nodename, "results": rows}, indent=2) + "\n"

@@ -469,7 +469,7 @@ def test_a_camera_flooding_large_frames_does_not_starve_the_other(tmp_path, monk
     )
     # the frames the engine did not get to are the flood's own, counted against it
     assert int(flood["skipped"]) > 0 and int(flood["processed"]) > 0, flood
-    assert int(good["skipped"]) <= max(2, 0.05 * int(good["received"])), good
+    assert int(good["skipped"]) <= max(3, 0.1 * int(good["received"])), good
     assert int(good["skipped"]) < int(flood["skipped"]), (good, flood)
     assert int(good["rejected"]) == 0 and int(flood["rejected"]) == 0
 

@@ -108,6 +108,17 @@ class LatestFrameSlots(Generic[T]):
             self._ready.notify_all()
             return went_back
 
+    def count_skipped(self, camera: str, n: int) -> None:
+        """Count `n` frames of `camera` replaced before they reached its slot
+        (e.g. overwritten in the middleware's keep-last queue): received and
+        skipped, as if they had been put and replaced."""
+        if n <= 0:
+            return
+        with self._lock:
+            c = self.counters[camera]
+            c.received += n
+            c.skipped += n
+
     def reject(self, camera: str) -> None:
         """Count a frame of `camera` that could not be decoded."""
         with self._lock:

@@ -18,7 +18,6 @@ Parameters: specs/detector.params.yaml and specs/tracker.params.yaml (tracker).
 
 from __future__ import annotations
 
-import inspect
 import sys
 import threading
 import time
@@ -54,6 +53,7 @@ from perception.ros.images import bgr_to_image_msg, compressed_to_bgr, image_to_
 from perception.ros.lifecycle import DriverLifecycleNode, DriverNode
 from perception.ros.malloc_tuning import keep_large_buffers_on_heap
 from perception.ros.params import LiveParams, ParameterError, declare_params
+from perception.ros.pulled import PulledGroup, PulledSubscriptions, SequenceGaps
 from perception.ros.qos import LATCHED, OUTPUTS, OVERLAY, sensor_qos
 from perception.ros.runner import run_node
 
@@ -63,12 +63,13 @@ MAX_FRAME_ID_BYTES = 1024
 """A longer header.frame_id is refused (error.cdr): it would be copied onto every output."""
 
 
-def _decode_within(decode: Any, msg: Any, max_pixels: int) -> Any:
-    """`decode(msg, max_pixels=...)` where perception.core.images takes the
-    budget (compressed headers are checked there before any allocation)."""
-    if "max_pixels" in inspect.signature(decode).parameters:
-        return decode(msg, max_pixels=max_pixels)
-    return decode(msg)
+def _age_ns(received_ns: Any) -> int:
+    """How long ago the middleware received a sample (its reception stamp is
+    on the system clock); 0 when unknown or implausible."""
+    if not isinstance(received_ns, int) or received_ns <= 0:
+        return 0
+    age = time.time_ns() - received_ns
+    return age if 0 <= age < 10_000_000_000 else 0
 
 
 @dataclass
@@ -80,6 +81,8 @@ class _CameraIO:
     subs: list[Any] = field(default_factory=list)
     pubs: dict[str, Any] = field(default_factory=dict)
     info_received: bool = False
+    image_sub: Any = None
+    gaps: SequenceGaps = field(default_factory=SequenceGaps)
 
 
 class DetectorDriver:
@@ -120,6 +123,8 @@ class DetectorDriver:
         self._stop = threading.Event()
         self.pubs: dict[str, Any] = {}
         self.diag_timer: Any = None
+        self._pulled_group = PulledGroup()
+        self._pushed = False  # an executor ran an image callback (see _on_image)
 
     # ----------------------------------------------------------- parameters
     @property
@@ -207,6 +212,7 @@ class DetectorDriver:
             self._worker.join(timeout=30.0)
             self._worker = None
         for cam in self.cameras.values():
+            cam.image_sub = None
             while cam.subs:
                 self.node.destroy_subscription(cam.subs.pop())
         if self.diag_timer is not None:
@@ -234,9 +240,17 @@ class DetectorDriver:
         )
         on_image = partial(self._on_image, cam)
         sub = self.node.create_subscription(
-            msg_type, topic, on_image, qos, event_callbacks=events, raw=self.RAW_SUBSCRIPTIONS
+            msg_type,
+            topic,
+            on_image,
+            qos,
+            event_callbacks=events,
+            raw=self.RAW_SUBSCRIPTIONS,
+            callback_group=self._pulled_group,
         )
         cam.subs.append(sub)
+        if self.RAW_SUBSCRIPTIONS and self._pulled_group.pull(sub):
+            cam.image_sub = sub  # the worker takes its newest sample (_pull)
         if cam.cfg.camera_info_topic:
             on_info = partial(self._on_info, cam)
             cam.subs.append(
@@ -269,17 +283,22 @@ class DetectorDriver:
         return self.stage
 
     def _on_image(self, cam: _CameraIO, data: bytes) -> None:
-        """Executor callback: read the header, keep the bytes as the camera's
-        newest frame (parsed and decoded only if the engine takes it). Bad
-        bytes are counted against the camera; nothing is raised."""
+        """Executor callback, for executors that run pulled subscriptions
+        anyway (see perception.ros.pulled): same as a pulled sample."""
+        self._pushed = True
+        self._accept(cam, data, time.monotonic_ns(), self.node.get_clock().now().nanoseconds)
+
+    def _accept(self, cam: _CameraIO, data: bytes, receive_ns: int, receive_clock_ns: int) -> None:
+        """Read the header, keep the bytes as the camera's newest frame (parsed
+        and decoded only if the engine takes it). Bad bytes are counted against
+        the camera; nothing is raised."""
         stage = self.stage_or_raise()
-        receive_ns = time.monotonic_ns()
         try:
             header = cdr.read_header(data, max_frame_id=MAX_FRAME_ID_BYTES)
         except ImageDecodeError as exc:
             stage.count_error(cam.name, exc.kind, f"dropped message: {exc}")
             return
-        except Exception as exc:  # last resort: a callback must never raise
+        except Exception as exc:  # last resort: a bad message must never raise
             stage.count_error(cam.name, "callback", f"dropped message: {type(exc).__name__}: {exc}")
             return
         stage.submit(
@@ -289,7 +308,7 @@ class DetectorDriver:
                 stamp_ns=header.stamp_ns,
                 frame_id=cam.cfg.frame_id or header.frame_id,
                 receive_ns=receive_ns,
-                receive_clock_ns=self.node.get_clock().now().nanoseconds,
+                receive_clock_ns=receive_clock_ns,
             )
         )
         if cam.cfg.camera_info_topic and not cam.info_received:
@@ -301,26 +320,43 @@ class DetectorDriver:
                 reject=False,
             )
 
+    def _pull(self, stage: DetectionStage, taker: PulledSubscriptions) -> None:
+        """Worker side: take every queued sample of every camera (the queue is
+        the camera's qos.depth, 1 by default, so usually one) and submit it;
+        the slot keeps the newest. Samples the middleware replaced before this
+        take count as skipped, from the publisher's sequence numbers."""
+        for cam in self.cameras.values():
+            sub = cam.image_sub
+            if sub is None:
+                continue
+            while True:
+                try:
+                    got = taker.take(sub)
+                except Exception as exc:  # e.g. the context shutting down
+                    self.log.warning(f"take.{cam.name}", f"camera {cam.name}: take failed: {exc}")
+                    break
+                if got is None:
+                    break
+                data, info = got
+                stage.slots.count_skipped(cam.name, cam.gaps.missed(info))
+                now_mono, now_clock = time.monotonic_ns(), self.node.get_clock().now().nanoseconds
+                age = _age_ns(info.get("received_timestamp"))  # arrival, not this take
+                self._accept(cam, data, now_mono - age, now_clock - age)
+
     @staticmethod
     def _decode_raw(cam: _CameraIO, data: bytes) -> Any:
         """Worker side: parse the kept bytes of a frame the engine takes and
-        decode them within the camera's pixel budget. Raises `InputImageError`
-        (with a `kind`) for anything wrong, so the stage counts it against
-        this camera and the rest of the batch goes on."""
+        decode them within the camera's pixel budget (refused before any
+        allocation). Raises `InputImageError` (with a `kind`) for anything
+        wrong, so the stage counts it against this camera and the rest of the
+        batch goes on."""
         budget = int(cam.cfg.max_pixels)
         try:
             if cam.cfg.transport == "compressed":
                 msg: Any = cdr.parse_compressed_image(data, max_frame_id=MAX_FRAME_ID_BYTES)
-                return _decode_within(compressed_to_bgr, msg, budget)
+                return compressed_to_bgr(msg, max_pixels=budget)
             msg = cdr.parse_image(data, max_frame_id=MAX_FRAME_ID_BYTES)
-            pixels = msg.height * msg.width
-            if pixels > budget:
-                raise ImageDecodeError(
-                    "too_large",
-                    f"{msg.width}x{msg.height} image ({pixels} pixels) exceeds the pixel "
-                    f"budget cameras.{cam.name}.max_pixels={budget}",
-                )
-            return _decode_within(image_to_bgr, msg, budget)
+            return image_to_bgr(msg, max_pixels=budget)
         except InputImageError:
             raise
         except Exception as exc:  # e.g. a codec error: still this camera's bad frame
@@ -328,10 +364,29 @@ class DetectorDriver:
 
     # --------------------------------------------------------------- worker
     def _loop(self) -> None:
+        """Take the newest frame of every camera, run a batch, repeat; while
+        nothing is waiting, block on the camera subscriptions (or, when an
+        executor delivers them, on the stage)."""
         stage = self.stage_or_raise()
+        pulled = [c.image_sub for c in self.cameras.values() if c.image_sub is not None]
+        taker = PulledSubscriptions(
+            pulled, self.node.context, on_error=partial(self.log.warning, "pulled")
+        )
         while not self._stop.is_set():
-            if stage.wait(0.1):
+            if taker.subs:
+                self._pull(stage, taker)
+            busy = stage.wait(0.0)
+            if busy:
                 self.publish(stage.step(time.monotonic_ns()))
+            if not taker.subs or self._pushed:  # callbacks deliver: they wake the stage
+                if not busy:
+                    stage.wait(0.1)
+                continue
+            try:  # also runs the cameras' QoS event callbacks
+                taker.wait(0.0 if busy else 0.1)
+            except Exception as exc:  # e.g. the context shutting down
+                self.log.warning("pulled", f"waiting on the cameras failed: {exc}")
+                self._stop.wait(0.1)
 
     def publish(self, results: list[CameraResult]) -> None:
         """Convert the stage's results to messages and publish them."""
