@@ -105,7 +105,9 @@ def test_family_override_and_unknown_layouts() -> None:
         resolve_layout(info((1, 84), outputs=((1, 84), (1, 2))))
     with pytest.raises(ModelLayoutError, match="3 colour channels"):
         resolve_layout(info((1, 84, 2100), (1, 1, 320, 320)))
-    with pytest.raises(ModelLayoutError, match="task"):
+    with pytest.raises(ModelLayoutError, match="task: expected one of detect, segment"):
+        resolve_layout(info((1, 116, 2100), metadata={**ultra_meta(80), "task": "classify"}))
+    with pytest.raises(ModelLayoutError, match="prototype output"):  # seg without protos
         resolve_layout(info((1, 116, 2100), metadata={**ultra_meta(80), "task": "segment"}))
 
 

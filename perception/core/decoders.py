@@ -17,6 +17,25 @@ Supported layouts (B = batch, N = anchors, Q = queries, nc = classes):
   export's own top-k, Ultralytics >= 8.4); boxes normalised to 0..1 of the
   input. No NMS.
 
+Tasks beyond boxes (``ModelLayout.task``; Ultralytics YOLOv8 / YOLO11 /
+YOLO26 one-to-many heads, family ``yolov8``), extra channels after the class
+scores of each anchor:
+
+- ``segment`` (``-seg``): ``[B, 4+nc+nm, N]`` with nm mask coefficients, and
+  a second output ``[B, nm, H/4, W/4]`` of prototypes (see
+  `perception.core.masks`).
+- ``pose`` (``-pose``): ``[B, 4+nc+K*D, N]``, K keypoints of D = 3 (x, y in
+  input pixels, visibility probability) or D = 2 values; ``kpt_shape``
+  metadata gives (K, D).
+- ``obb`` (``-obb``): ``[B, 4+nc+1, N]``, cx, cy, w, h of the rotated box and
+  its angle (radians) last. Rotated NMS (`perception.core.nms.nms_rotated`).
+
+The task comes from the ``task`` metadata, else from the outputs (a 4-axis
+output next to the detection output is a segmentation model), else from a
+suffix of the configured family ("yolov8-seg", "yolo11-pose", "yolov8-obb");
+pose and obb exports without metadata need that suffix (their outputs look
+like a detection output with more classes).
+
 Non-finite outputs: a NaN anywhere in the scores, an infinite score above the
 threshold, or a non-finite box of a row whose score passes the threshold would
 silently corrupt the result, so by default they raise `NonFiniteOutputError`
@@ -52,6 +71,7 @@ __all__ = [
     "COCO80_NAMES",
     "DEFAULT_LABELS_MAX_BYTES",
     "FAMILIES",
+    "TASKS",
     "Candidates",
     "Decoder",
     "ModelLayout",
@@ -79,6 +99,9 @@ _ALIASES = {
     "rt-detr": "rtdetr",
     "rt_detr": "rtdetr",
 }
+TASKS = ("detect", "segment", "pose", "obb")
+_TASK_SUFFIXES = {"seg": "segment", "segment": "segment", "pose": "pose", "obb": "obb",
+                  "detect": "detect"}  # fmt: skip
 YOLOX_STRIDES = (8, 16, 32)
 RTDETR_QUERIES = 300
 
@@ -203,6 +226,10 @@ class ModelLayout:
 
     `variant`: rtdetr "scores" | "topk"; yolox "raw" | "decoded" | "" (decide
     from the first output); otherwise "".
+    `task`: one of `TASKS`; `extra_channels` the values per anchor after the
+    class scores (mask coefficients, keypoints or the angle); `proto_index`
+    the prototype output of a segmentation model (-1: none); `kpt_shape`
+    (K, D) of a pose model ((0, 0) otherwise).
     """
 
     family: str
@@ -213,6 +240,10 @@ class ModelLayout:
     scores_are_probabilities: bool | None = True
     strides: tuple[int, ...] = YOLOX_STRIDES
     notes: tuple[str, ...] = field(default=())
+    task: str = "detect"
+    extra_channels: int = 0
+    proto_index: int = -1
+    kpt_shape: tuple[int, int] = (0, 0)
 
     @property
     def needs_nms(self) -> bool:
@@ -261,14 +292,16 @@ def resolve_layout(
     raises `ModelLayoutError`.
     """
     meta = dict(info.metadata)
-    fam_key = family.lower().strip()
-    if fam_key != "auto" and fam_key not in _ALIASES:
+    fam_key, task_key = _split_family(family)
+    task_meta = meta.get("task")
+    if task_meta is not None and task_meta not in TASKS:
         raise ModelLayoutError(
-            f"family: expected 'auto' or one of {sorted(_ALIASES)}, got {family!r}"
+            f"model task: expected one of {', '.join(TASKS)}, got {task_meta!r} (metadata 'task')"
         )
-    task = meta.get("task")
-    if task is not None and task not in ("detect",):
-        raise ModelLayoutError(f"model task: expected 'detect', got {task!r} (metadata 'task')")
+    if task_key is not None and task_meta is not None and task_key != task_meta:
+        raise ModelLayoutError(
+            f"family {family!r} names task {task_key!r}, the model's metadata says {task_meta!r}"
+        )
     if len(info.input_shape) != 4:
         raise ModelLayoutError(
             f"model input: expected 4 axes (B, C, H, W), got {tuple(info.input_shape)}"
@@ -280,6 +313,8 @@ def resolve_layout(
         )
     if not info.output_shapes:
         raise ModelLayoutError("model outputs: expected at least one output, got none")
+    four = [i for i, s in enumerate(info.output_shapes) if len(s) == 4]
+    task = task_key or task_meta or ("segment" if four else "detect")
     if output_index is None:
         three = [i for i, s in enumerate(info.output_shapes) if len(s) == 3]
         if not three:
@@ -316,22 +351,34 @@ def resolve_layout(
     else:
         nc_hint = len(names) if names is not None else None
 
-    if fam_key == "auto":
+    if task != "detect":
+        fam = "yolov8" if fam_key == "auto" else _ALIASES[fam_key]
+        if fam != "yolov8" or meta.get("end2end", "").lower() == "true":
+            raise ModelLayoutError(
+                f"task {task!r}: expected an Ultralytics YOLOv8/YOLO11/YOLO26 export with "
+                f"NMS (family yolov8, end2end=False), got family {fam!r}"
+                + (" with end2end=True" if meta.get("end2end", "").lower() == "true" else "")
+            )
+    elif fam_key == "auto":
         fam = _guess_family(ultra, head, meta, a, b, anchors, nc_hint, shape)
     else:
         fam = _ALIASES[fam_key]
 
     variant = ""
     nc: int | None
+    extra, proto_index, kpt_shape = 0, -1, (0, 0)
+    if task != "detect":
+        extra, proto_index, kpt_shape = _task_channels(task, info, four, meta, a, nc_hint, shape)
     if fam == "yolov8":
         if a < 0 and nc_hint is None:
             raise ModelLayoutError(
                 f"yolov8 output {shape}: the class axis is dynamic and there are no class "
                 "names: pass class names or a labels file"
             )
-        if 0 <= a <= 4:
-            raise ModelLayoutError(f"yolov8 output: expected [B, 4+nc, N], got {shape}")
-        nc = a - 4 if a > 0 else nc_hint
+        if 0 <= a <= 4 + extra:
+            want = "[B, 4+nc, N]" if task == "detect" else f"[B, 4+nc+{extra}, N] ({task})"
+            raise ModelLayoutError(f"yolov8 output: expected {want}, got {shape}")
+        nc = a - 4 - extra if a > 0 else nc_hint
     elif fam == "yolox":
         if b < 0 and nc_hint is not None:
             b = nc_hint + 5
@@ -388,7 +435,80 @@ def resolve_layout(
         # the first output (values outside 0..1 are logits)
         scores_are_probabilities=None if fam == "yolox" else True,
         notes=(f"names from {names_src}",),
+        task=task,
+        extra_channels=extra,
+        proto_index=proto_index,
+        kpt_shape=kpt_shape,
     )
+
+
+def _split_family(family: str) -> tuple[str, str | None]:
+    """("yolov8", "segment") from "yolov8-seg" / "yolo11_seg"; (family, None)
+    without a task suffix. Raises for unknown names."""
+    key = family.lower().strip()
+    task: str | None = None
+    for sep in ("-", "_"):
+        base, _, suffix = key.rpartition(sep)
+        if base and suffix in _TASK_SUFFIXES and base in _ALIASES:
+            key, task = base, _TASK_SUFFIXES[suffix]
+            break
+    if key != "auto" and key not in _ALIASES:
+        raise ModelLayoutError(
+            f"family: expected 'auto' or one of {sorted(_ALIASES)} (optionally with a task "
+            f"suffix -seg, -pose, -obb), got {family!r}"
+        )
+    return key, task
+
+
+def _task_channels(
+    task: str,
+    info: EngineInfo,
+    four: list[int],
+    meta: Mapping[str, str],
+    a: int,
+    nc_hint: int | None,
+    shape: tuple[int, ...],
+) -> tuple[int, int, tuple[int, int]]:
+    """(extra channels per anchor, prototype output index, kpt_shape) of a task."""
+    if task == "obb":
+        return 1, -1, (0, 0)
+    if task == "segment":
+        if not four:
+            raise ModelLayoutError(
+                "segment model: expected a prototype output [B, nm, H/4, W/4] next to the "
+                f"detection output, got shapes {[tuple(s) for s in info.output_shapes]}"
+            )
+        proto = tuple(int(d) if d is not None else -1 for d in info.output_shapes[four[0]])
+        nm = proto[1]
+        if nm <= 0:
+            if a > 0 and nc_hint is not None:
+                nm = a - 4 - nc_hint
+            if nm <= 0:
+                raise ModelLayoutError(
+                    f"segment model: prototype output {proto} has no static mask count and "
+                    "the class count is unknown: pass class names or a labels file"
+                )
+        return nm, four[0], (0, 0)
+    # pose
+    text = meta.get("kpt_shape")
+    if text:
+        try:
+            value = ast.literal_eval(text)
+            k, d = int(value[0]), int(value[1])
+        except (ValueError, SyntaxError, TypeError, IndexError) as exc:
+            raise ModelLayoutError(
+                f"kpt_shape metadata: expected [K, D], got {text[:40]!r}"
+            ) from exc
+    elif a > 0 and nc_hint is not None and (a - 4 - nc_hint) > 0 and (a - 4 - nc_hint) % 3 == 0:
+        k, d = (a - 4 - nc_hint) // 3, 3
+    else:
+        raise ModelLayoutError(
+            f"pose output {shape}: expected 'kpt_shape' metadata (or class names, to take "
+            "K keypoints of (x, y, visibility) from the channel count)"
+        )
+    if k < 1 or d not in (2, 3):
+        raise ModelLayoutError(f"kpt_shape: expected [K >= 1, 2 or 3], got [{k}, {d}]")
+    return k * d, -1, (k, d)
 
 
 def _guess_family(
@@ -486,18 +606,38 @@ def yolox_is_decoded(output: np.ndarray, input_hw: tuple[int, int]) -> bool:
 # ---------------------------------------------------------------- decoding
 @dataclass
 class Candidates:
-    """Decoded boxes of one image before NMS, in tensor pixels (xyxy)."""
+    """Decoded boxes of one image before NMS, in tensor pixels (xyxy).
+
+    `extra` (K, E) float32, for tasks other than detect: the mask
+    coefficients (segment), the K*D keypoint values (pose, x, y in tensor
+    pixels) or cx, cy, w, h, angle of the rotated box (obb); None for detect.
+    """
 
     xyxy: np.ndarray  # (K, 4) float32
     scores: np.ndarray  # (K,) float32
     class_ids: np.ndarray  # (K,) int32
+    extra: np.ndarray | None = None
 
     @classmethod
-    def empty(cls) -> Candidates:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+    def empty(cls, extra_channels: int = 0) -> Candidates:
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int32),
+            np.zeros((0, extra_channels), np.float32) if extra_channels else None,
+        )
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+    def take(self, index: np.ndarray) -> Candidates:
+        """The rows at `index` (an int array), extras included."""
+        return Candidates(
+            self.xyxy[index],
+            self.scores[index],
+            self.class_ids[index],
+            None if self.extra is None else self.extra[index],
+        )
 
 
 def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
@@ -600,16 +740,24 @@ class Decoder:
         return rows, cls.astype(np.int32), scores.astype(np.float32, copy=False)
 
     def _finish(
-        self, boxes: np.ndarray, scores: np.ndarray, cls: np.ndarray, image: int
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        cls: np.ndarray,
+        image: int,
+        extra: np.ndarray | None = None,
     ) -> Candidates:
+        cand = Candidates(boxes, scores, cls, extra)
         ok = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
+        if extra is not None:
+            ok &= np.isfinite(extra).all(axis=1)
         if not ok.all():
-            self._nonfinite("boxes/scores", image, int((~ok).sum()))
-            boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
-        if scores.size > self.max_candidates:
-            top = np.argsort(-scores, kind="stable")[: self.max_candidates]
-            boxes, scores, cls = boxes[top], scores[top], cls[top]
-        return Candidates(boxes, scores, cls)
+            what = "boxes/scores" if extra is None else f"boxes/scores/{self.layout.task} values"
+            self._nonfinite(what, image, int((~ok).sum()))
+            cand = cand.take(np.flatnonzero(ok))
+        if len(cand) > self.max_candidates:
+            cand = cand.take(np.argsort(-cand.scores, kind="stable")[: self.max_candidates])
+        return cand
 
     def _check_nan(self, values: np.ndarray, image: int) -> np.ndarray | None:
         """Row mask of NaN scores (None when all fine); raises under 'raise'."""
@@ -621,20 +769,27 @@ class Decoder:
 
     # -------------------------------------------------------------- families
     def _yolov8(self, out: np.ndarray, image: int) -> Candidates:
-        nc = self.layout.num_classes
+        lay = self.layout
+        nc = lay.num_classes
         cls_scores = out[4 : 4 + nc]  # (nc, N), each row contiguous
         best = cls_scores.max(axis=0)  # NaN propagates into best
         self._check_nan(best, image)
         idx = np.flatnonzero(best > self._min_thr)  # NaN never passes
         if idx.size == 0:
-            return Candidates.empty()
+            return Candidates.empty(5 if lay.task == "obb" else lay.extra_channels)
         rows_scores = cls_scores[:, idx].T  # (K, nc)
         rows, cls, scores = self._select(
             rows_scores, None if self.multi_label else best[idx], image
         )
         sel = idx[rows]
-        boxes = _cxcywh_to_xyxy(out[:4, sel].T)
-        return self._finish(boxes, scores, cls, image)
+        xywh = out[:4, sel].T
+        boxes = _cxcywh_to_xyxy(xywh)
+        extra: np.ndarray | None = None
+        if lay.task == "obb":  # the rotated box itself: cx, cy, w, h, angle
+            extra = np.concatenate([xywh, out[4 + nc, sel][:, None]], axis=1).astype(np.float32)
+        elif lay.extra_channels:
+            extra = out[4 + nc : 4 + nc + lay.extra_channels, sel].T.astype(np.float32)
+        return self._finish(boxes, scores, cls, image, extra)
 
     def _yolox(self, out: np.ndarray, image: int, input_hw: tuple[int, int]) -> Candidates:
         lay = self.layout
@@ -738,6 +893,26 @@ class Decoder:
         out = self.batch_output(outputs, input_hw)
         return [self.decode_image(out[i], i, input_hw) for i in range(out.shape[0])]
 
+    def batch_protos(self, outputs: Sequence[np.ndarray], input_hw: tuple[int, int]) -> np.ndarray:
+        """The prototype output [B, nm, H/4, W/4] of a segmentation model, its
+        shape checked against the input (ModelLayoutError otherwise)."""
+        lay = self.layout
+        if lay.proto_index < 0 or lay.proto_index >= len(outputs):
+            raise ModelLayoutError(
+                f"segment model: expected a prototype output at index {lay.proto_index}, "
+                f"got {len(outputs)} outputs"
+            )
+        protos = outputs[lay.proto_index]
+        want = (lay.extra_channels, input_hw[0] // 4, input_hw[1] // 4)
+        if not isinstance(protos, np.ndarray) or protos.ndim != 4 or protos.shape[1:] != want:
+            raise ModelLayoutError(
+                f"output {lay.proto_index}: expected prototypes [B, {want[0]}, {want[1]}, "
+                f"{want[2]}] for input {input_hw}, got {getattr(protos, 'shape', None)}"
+            )
+        if not np.issubdtype(protos.dtype, np.floating):
+            raise ModelLayoutError(f"output {lay.proto_index}: expected float, got {protos.dtype}")
+        return protos
+
     def batch_output(self, outputs: Sequence[np.ndarray], input_hw: tuple[int, int]) -> np.ndarray:
         """The detection output of a batch, its layout checked (ModelLayoutError:
         a problem of the model, hence of the whole batch)."""
@@ -773,8 +948,8 @@ class Decoder:
         lay = self.layout
         nc = lay.num_classes
         if lay.family == "yolov8":
-            expect_ok = shape[1] == 4 + nc
-            want = f"[B, {4 + nc}, N]"
+            expect_ok = shape[1] == 4 + nc + lay.extra_channels
+            want = f"[B, {4 + nc + lay.extra_channels}, N]"
         elif lay.family == "yolox":
             n = _anchor_count(input_hw[0], input_hw[1], lay.strides)
             expect_ok = shape[2] == 5 + nc and shape[1] == n

@@ -3,8 +3,12 @@
 `Detector` wires one `Engine` (any runtime) to the family-specific pieces:
 `Preprocessor` (letterbox/resize into a batch tensor), `Decoder` (raw output
 -> candidates), class-aware NMS and the inverse mapping to each image's own
-pixels. Every call records how long each stage took, so a node can publish
-the split and a benchmark can compare it with the bare runtime.
+pixels. Segmentation, pose and oriented-box models (`ModelLayout.task`) also
+fill `Detections.masks` (computed inside each box at the image's resolution,
+`perception.core.masks`), `.keypoints` or `.obb`, matching Ultralytics'
+predictor (``retina_masks=True`` for masks). Every call records how long
+each stage took, so a node can publish the split and a benchmark can compare
+it with the bare runtime.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from perception.core.decoders import (
 from perception.core.engines.base import Engine, EngineInfo
 from perception.core.engines.pixel_input import PixelInput
 from perception.core.errors import DecodeError, EngineError, InputImageError, ModelLayoutError
-from perception.core.nms import batched_nms
+from perception.core.masks import process_masks
+from perception.core.nms import batched_nms, nms_rotated
 from perception.core.preprocess import ImageTransform, Preprocessor, PreprocessSpec
-from perception.core.types import Detections
+from perception.core.types import Detections, InstanceMasks
 
 __all__ = ["Detector", "ImageFailure", "StageTimings"]
 
@@ -294,6 +299,12 @@ class Detector:
     def family(self) -> str:
         return self.decoder.layout.family
 
+    @property
+    def task(self) -> str:
+        """The task: "detect", "segment" (masks), "pose" (keypoints) or "obb" (oriented
+        boxes), i.e. which optional `Detections` fields this detector fills."""
+        return self.decoder.layout.task
+
     def detect(
         self,
         images: Sequence[np.ndarray],
@@ -346,6 +357,13 @@ class Detector:
         out = self.decoder.batch_output(outputs, input_hw)
         if out.shape[0] != n:
             raise ModelLayoutError(f"model output: expected {n} images, got {out.shape[0]}")
+        protos = None
+        if self.decoder.layout.task == "segment":
+            protos = self.decoder.batch_protos(outputs, input_hw)
+            if protos.shape[0] != n:
+                raise ModelLayoutError(
+                    f"prototype output: expected {n} images, got {protos.shape[0]}"
+                )
         results: list[Detections | ImageFailure] = []
         for i, tf in enumerate(transforms):
             stamp = int(stamps_ns[i]) if stamps_ns is not None else 0
@@ -353,7 +371,9 @@ class Detector:
             dropped = self.decoder.nonfinite_rows
             try:
                 cand = self.decoder.decode_image(out[i], i, input_hw)
-                results.append(self._finish(cand, tf, stamp, frame))
+                results.append(
+                    self._finish(cand, tf, stamp, frame, None if protos is None else protos[i])
+                )
             except Exception as exc:  # this image only: the others go on
                 results.append(ImageFailure(i, _failure_kind(exc), exc))
             self.last_nonfinite_rows[i] = self.decoder.nonfinite_rows - dropped
@@ -363,26 +383,129 @@ class Detector:
         )
         return results
 
-    def _finish(self, cand: Candidates, tf: ImageTransform, stamp: int, frame: str) -> Detections:
-        """NMS (for families that need it), best `max_det`, original pixels."""
+    def _finish(
+        self,
+        cand: Candidates,
+        tf: ImageTransform,
+        stamp: int,
+        frame: str,
+        protos: np.ndarray | None = None,
+    ) -> Detections:
+        """NMS (for families that need it), best `max_det`, original pixels;
+        masks, keypoints or oriented boxes for the other tasks."""
         size = tf.orig_size
+        lay = self.decoder.layout
         if len(cand) == 0:
-            return Detections.empty(stamp_ns=stamp, frame_id=frame, image_size=size)
-        if self.decoder.layout.needs_nms:
+            return self._empty(stamp, frame, size)
+        if lay.task == "obb" and cand.extra is not None:
+            keep = nms_rotated(
+                cand.extra[:, :5], cand.scores, cand.class_ids, self.iou,
+                agnostic=self.agnostic, max_det=self.max_det,
+            )  # fmt: skip
+        elif lay.needs_nms:
             keep = batched_nms(
                 cand.xyxy, cand.scores, cand.class_ids, self.iou,
                 agnostic=self.agnostic, max_det=self.max_det,
             )  # fmt: skip
         else:
             keep = np.argsort(-cand.scores, kind="stable")[: self.max_det]
+        kept = cand.take(keep)
+        xyxy = tf.boxes_to_original(kept.xyxy)
+        masks: InstanceMasks | None = None
+        keypoints: np.ndarray | None = None
+        obb: np.ndarray | None = None
+        extra = kept.extra
+        if lay.task == "segment" and extra is not None and protos is not None:
+            masks = process_masks(protos, extra, xyxy, tf)
+            # as Ultralytics' predictor: a detection whose mask is empty is dropped
+            nonempty = np.fromiter((c.any() for c in masks.crops), bool, len(masks))
+            if not nonempty.all():
+                rows = np.flatnonzero(nonempty)
+                kept, xyxy, masks = kept.take(rows), xyxy[rows], masks[rows]
+        elif lay.task == "pose" and extra is not None:
+            keypoints = _keypoints_to_original(extra, lay.kpt_shape, tf)
+        elif lay.task == "obb" and extra is not None:
+            obb = _rboxes_to_original(extra, tf)
+            xyxy = _rbox_hull(obb, size)
         return Detections.from_arrays(
-            tf.boxes_to_original(cand.xyxy[keep]),
-            cand.scores[keep],
-            cand.class_ids[keep],
+            xyxy,
+            kept.scores,
+            kept.class_ids,
             stamp_ns=stamp,
             frame_id=frame,
             image_size=size,
+            masks=masks,
+            keypoints=keypoints,
+            obb=obb,
         )
+
+    def _empty(self, stamp: int, frame: str, size: tuple[int, int]) -> Detections:
+        """No detections, with the task's optional fields present (empty)."""
+        lay = self.decoder.layout
+        d = Detections.empty(stamp_ns=stamp, frame_id=frame, image_size=size)
+        if lay.task == "segment":
+            return Detections.from_arrays(
+                d.xyxy, d.scores, d.class_ids, stamp_ns=stamp, frame_id=frame,
+                image_size=size, masks=InstanceMasks.empty(size),
+            )  # fmt: skip
+        if lay.task == "pose":
+            return Detections.from_arrays(
+                d.xyxy, d.scores, d.class_ids, stamp_ns=stamp, frame_id=frame,
+                image_size=size, keypoints=np.zeros((0, lay.kpt_shape[0], 3), np.float32),
+            )  # fmt: skip
+        if lay.task == "obb":
+            return Detections.from_arrays(
+                d.xyxy, d.scores, d.class_ids, stamp_ns=stamp, frame_id=frame,
+                image_size=size, obb=np.zeros((0, 5), np.float32),
+            )  # fmt: skip
+        return d
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
         return self.detect(images)
+
+
+def _keypoints_to_original(
+    values: np.ndarray, kpt_shape: tuple[int, int], tf: ImageTransform
+) -> np.ndarray:
+    """(N, K*D) keypoint values in tensor pixels -> (N, K, 3) x, y in original
+    pixels (clipped to the image, as Ultralytics' scale_coords) and the
+    visibility (1.0 when the model has none)."""
+    k, d = kpt_shape
+    kp = values.reshape(-1, k, d)
+    out = np.ones((kp.shape[0], k, 3), dtype=np.float32)
+    sx, sy = tf.scale
+    left, top = tf.offset
+    w, h = tf.orig_size
+    out[..., 0] = np.clip((kp[..., 0] - left) / sx, 0.0, w)
+    out[..., 1] = np.clip((kp[..., 1] - top) / sy, 0.0, h)
+    if d == 3:
+        out[..., 2] = kp[..., 2]
+    return out
+
+
+def _rboxes_to_original(rboxes: np.ndarray, tf: ImageTransform) -> np.ndarray:
+    """(N, 5) cx, cy, w, h, angle in tensor pixels -> original pixels (not
+    clipped; width and height scaled per axis as Ultralytics' scale_boxes)."""
+    sx, sy = tf.scale
+    left, top = tf.offset
+    out = np.empty((rboxes.shape[0], 5), dtype=np.float32)
+    out[:, 0] = (rboxes[:, 0] - left) / sx
+    out[:, 1] = (rboxes[:, 1] - top) / sy
+    out[:, 2] = rboxes[:, 2] / sx
+    out[:, 3] = rboxes[:, 3] / sy
+    out[:, 4] = rboxes[:, 4]
+    return out
+
+
+def _rbox_hull(obb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, 4) axis-aligned hull of oriented boxes, clipped to the image."""
+    cos, sin = np.cos(obb[:, 4]), np.sin(obb[:, 4])
+    half_x = np.abs(obb[:, 2] * cos) / 2 + np.abs(obb[:, 3] * sin) / 2
+    half_y = np.abs(obb[:, 2] * sin) / 2 + np.abs(obb[:, 3] * cos) / 2
+    out = np.stack(
+        [obb[:, 0] - half_x, obb[:, 1] - half_y, obb[:, 0] + half_x, obb[:, 1] + half_y], axis=1
+    ).astype(np.float32)
+    w, h = size
+    np.clip(out[:, 0::2], 0.0, w, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0.0, h, out=out[:, 1::2])
+    return out
