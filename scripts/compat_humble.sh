@@ -23,4 +23,5 @@ PYTHONPATH="$ROOT" exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
   test/test_detect_cli.py test/test_engines_onnxruntime.py test/test_engine_cache.py \
   test/test_engines_factory.py test/test_detector_swap.py test/test_tracking_core.py \
   test/test_tracking_tracker.py test/test_tracking_sequences.py test/test_track_cli.py \
-  test/test_pixel_input.py test/test_graph_rewrites.py "$@"
+  test/test_pixel_input.py test/test_graph_rewrites.py test/test_seg_pose_obb.py \
+  test/test_seg_pose_obb_reference.py "$@"
