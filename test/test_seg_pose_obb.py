@@ -379,3 +379,11 @@ def test_obb_rotated_nms_and_mapping() -> None:
     assert len(agn) == 2  # the crossing box overlaps less than 0.45
     (none,) = Detector(det.engine, conf=0.95).detect([np.zeros((480, 640, 3), np.uint8)])
     assert none.obb is not None and none.obb.shape == (0, 5)
+
+
+def test_other_four_axis_outputs_do_not_make_a_segmentation_model() -> None:
+    # a YOLOX-like output with an extra feature map: still a detector
+    lay = resolve_layout(info(((1, 3549, 85), (1, 64, 52, 52)), (1, 3, 416, 416)))
+    assert (lay.family, lay.task, lay.num_classes) == ("yolox", "detect", 80)
+    forced = resolve_layout(info(((1, 3549, 85), (1, 32, 104, 104)), (1, 3, 416, 416)), "yolox")
+    assert forced.task == "detect"

@@ -314,7 +314,6 @@ def resolve_layout(
     if not info.output_shapes:
         raise ModelLayoutError("model outputs: expected at least one output, got none")
     four = [i for i, s in enumerate(info.output_shapes) if len(s) == 4]
-    task = task_key or task_meta or ("segment" if four else "detect")
     if output_index is None:
         three = [i for i, s in enumerate(info.output_shapes) if len(s) == 3]
         if not three:
@@ -329,6 +328,13 @@ def resolve_layout(
             f"output {info.output_names[output_index]!r}: expected 3 axes, got shape {shape}"
         )
     _, a, b = shape
+    task = task_key or task_meta or "detect"
+    if task_key is None and task_meta is None and four and fam_key in ("auto", "yolov8"):
+        # a prototype output [B, nm, H/4, W/4] next to a channels-first
+        # [B, 4+nc+nm, N] output: an Ultralytics segmentation export
+        nm = info.output_shapes[four[0]][1]
+        if nm is not None and nm > 0 and a > 4 + nm and (b < 0 or a < b):
+            task = "segment"
 
     meta_names = parse_names(meta["names"]) if "names" in meta else None
     if class_names is not None:
