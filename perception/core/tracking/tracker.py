@@ -44,7 +44,7 @@ from perception.core.tracking.kalman import (
 )
 from perception.core.tracking.matching import iou_matrix, linear_assignment
 from perception.core.tracking.stamps import WarningThrottle, check_frame, count_reset
-from perception.core.types import Detections
+from perception.core.types import Detections, InstanceMasks
 
 __all__ = ["TrackInfo", "TrackSnapshot", "TrackState", "Tracker", "TrackerStats"]
 
@@ -159,6 +159,44 @@ def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
     return np.concatenate((z[:, :2] - half, z[:, :2] + half), axis=1)
 
 
+def _extras(
+    det: Detections, src: np.ndarray, coast_xyxy: np.ndarray
+) -> tuple[InstanceMasks | None, np.ndarray | None, np.ndarray | None]:
+    """Masks, keypoints and oriented boxes of the output rows: those of the
+    matched detection rows `src` (as observed, also with `output_filtered`),
+    then, for the coasting rows (boxes `coast_xyxy`, nothing observed), an
+    empty mask, keypoints at NaN with confidence 0 and the predicted box as an
+    oriented box at angle 0."""
+    n_coast = int(coast_xyxy.shape[0])
+    masks = keypoints = obb = None
+    if det.masks is not None:
+        masks = det.masks[src]
+        if n_coast:
+            size = det.masks.image_size
+            empty = InstanceMasks(
+                np.zeros((n_coast, 4), np.int32),
+                tuple(np.zeros((0, 0), bool) for _ in range(n_coast)),
+                size,
+            )
+            masks = InstanceMasks.concatenate([masks, empty])
+    if det.keypoints is not None:
+        keypoints = det.keypoints[src]
+        if n_coast:
+            lost = np.zeros((n_coast, *det.keypoints.shape[1:]), np.float32)
+            lost[..., :2] = np.nan
+            keypoints = np.concatenate((keypoints, lost))
+    if det.obb is not None:
+        obb = det.obb[src]
+        if n_coast:
+            b = coast_xyxy.astype(np.float32)
+            wh = b[:, 2:] - b[:, :2]
+            rows = np.concatenate(
+                (b[:, :2] + 0.5 * wh, wh, np.zeros((n_coast, 1), np.float32)), axis=1
+            )
+            obb = np.concatenate((obb, rows))
+    return masks, keypoints, obb
+
+
 def _box(row: np.ndarray) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(c) for c in row)
     return x1, y1, x2, y2
@@ -255,7 +293,10 @@ class Tracker:
         """Track one frame. Returns the confirmed tracks seen in it (their
         detections, in input order, bad rows dropped; filtered boxes when
         `output_filtered`), then lost tracks within `output_lost_s` at their
-        predicted boxes; `track_ids` set. A rejected frame returns no boxes."""
+        predicted boxes; `track_ids` set. A rejected frame returns no boxes.
+        Masks, keypoints and oriented boxes (segmentation, pose, obb models)
+        are those of each row's matched detection (see `_extras` for lost
+        tracks), so mask-based 3D and drawing work on tracks too."""
         if not isinstance(det, Detections):
             raise TypeError(f"det: expected Detections, got {type(det).__name__}")
         cfg = self._cfg
@@ -552,6 +593,7 @@ class Tracker:
                 classes = np.concatenate((classes, self._cls[coast]))
         if sel.size == 0:
             return self._empty_like(det)
+        masks, keypoints, obb = _extras(det, src, xyxy[src.size :])
         return Detections(
             xyxy=xyxy,
             scores=scores,
@@ -560,6 +602,9 @@ class Tracker:
             stamp_ns=stamp,
             frame_id=det.frame_id,
             image_size=det.image_size,
+            masks=masks,
+            keypoints=keypoints,
+            obb=obb,
         )
 
     def _compact(self, keep: np.ndarray) -> None:
