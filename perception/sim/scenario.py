@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from perception.core.fusion.synthetic import SceneBox, lidar_scan, rigid
-from perception.core.types import Detections
+from perception.core.types import Detections, InstanceMasks
 from perception.sim import render as _render
 from perception.sim.render import (
     CURB,
@@ -124,7 +124,8 @@ class CameraFrame:
     covers at least one pixel of the image: `xyxy` the extent of its visible
     pixels (NaN when fully occluded), `xyxy_projected` the extent of its
     silhouette clipped to the image, `visible_pixels / projected_pixels` =
-    `visibility`.
+    `visibility`. `masks()` gives the instance-mask ground truth of the same
+    rows.
     """
 
     name: str
@@ -143,6 +144,26 @@ class CameraFrame:
         visible = self.visible_pixels / np.maximum(self.projected_pixels, 1)
         return np.asarray(visible, dtype=np.float32)
 
+    def masks(self) -> InstanceMasks:
+        """Instance-mask ground truth, one per GT row: the actor's visible
+        pixels (`ids == object_id`), each stored inside its visible extent
+        (an empty mask for a fully occluded row)."""
+        h, w = self.ids.shape
+        m = len(self.object_ids)
+        boxes = np.zeros((m, 4), np.int32)
+        crops = []
+        for i in range(m):
+            b = self.xyxy[i]
+            if np.isfinite(b).all():
+                # extents are pixel centres +-0.5: whole pixels x0..x1-1
+                x0, y0, x1, y1 = (round(float(v) + 0.5) for v in b)
+                x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+                boxes[i] = (x0, y0, x1, y1)
+                crops.append(self.ids[y0:y1, x0:x1] == self.object_ids[i])
+            else:
+                crops.append(np.zeros((0, 0), bool))
+        return InstanceMasks(boxes, tuple(crops), (w, h))
+
     def detections(
         self,
         stamp_ns: int,
@@ -150,9 +171,12 @@ class CameraFrame:
         *,
         min_visibility: float = 0.0,
         min_pixels: int = 1,
+        masks: bool = False,
     ) -> Detections:
         """GT as `Detections` (visible extent, score = visibility, track id =
-        actor id), keeping rows with enough visible pixels."""
+        actor id), keeping rows with enough visible pixels; with `masks`, the
+        instance-mask ground truth too (`masks()`), as a segmentation model
+        would give it."""
         keep = (self.visible_pixels >= max(min_pixels, 1)) & (self.visibility >= min_visibility)
         h, w = self.ids.shape
         return Detections.from_arrays(
@@ -163,6 +187,7 @@ class CameraFrame:
             stamp_ns=stamp_ns,
             frame_id=frame_id,
             image_size=(w, h),
+            masks=self.masks()[keep] if masks else None,
         )
 
 

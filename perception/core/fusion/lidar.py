@@ -13,7 +13,10 @@ Per frame (`LidarFusion.fuse`), with bounded work whatever the cloud density:
    within `ground_max_tilt_deg` of the cloud frame's +z;
 4. the rest is projected with the `CameraModel` (distortion honoured) and
    each detection takes the points inside its box (its frustum), capped at
-   `max_points_per_frustum`;
+   `max_points_per_frustum`; a detection with an instance mask
+   (`Detections.masks`, segmentation models) takes only the points that fall
+   on its mask's pixels, so background and occluders seen past its outline
+   inside the box are not selected;
 5. the union of frustum points is clustered once with open3d
    `cluster_dbscan`; each detection picks the nearest cluster that has
    enough of its frustum points (an occluder in front wins over the
@@ -115,6 +118,8 @@ class LidarFusionConfig:
             (walls, merged scenery).
         range_noise_m: LiDAR range noise (std), floor of the centre covariance.
         seed: open3d RANSAC seed, set before each segment_plane (reproducible).
+        min_mask_pixels: a detection whose instance mask has fewer pixels
+            selects its points with its box.
     """
 
     min_range_m: float = 0.5
@@ -137,6 +142,7 @@ class LidarFusionConfig:
     max_box_size_m: float = 20.0
     range_noise_m: float = 0.03
     seed: int = 0
+    min_mask_pixels: int = 12
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_range_m < self.max_range_m:
@@ -175,6 +181,7 @@ class LidarFusionStats:
     no_points: int = 0
     no_cluster: int = 0
     invalid_box: int = 0
+    mask_rows: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -399,14 +406,29 @@ class LidarFusion:
         n_det = len(det)
         frustums: list[np.ndarray | None] = [None] * n_det
         invalid = no_points = 0
+        masks = det.masks
+        mask_rows = 0
+        if masks is not None:
+            with np.errstate(invalid="ignore"):  # NaN pixels: outside every mask
+                ui = np.where(np.isfinite(u), np.floor(u + 0.5), -1).astype(np.int64)
+                vi = np.where(np.isfinite(v), np.floor(v + 0.5), -1).astype(np.int64)
         for i in range(n_det):
             b = boxes[i]
             if not (np.isfinite(b).all() and b[2] > b[0] and b[3] > b[1]):
                 invalid += 1
                 continue
-            dx, dy = cfg.frustum_shrink * (b[2] - b[0]), cfg.frustum_shrink * (b[3] - b[1])
-            inside = (u >= b[0] + dx) & (u <= b[2] - dx) & (v >= b[1] + dy) & (v <= b[3] - dy)
-            idx = np.flatnonzero(inside)
+            if masks is not None and np.count_nonzero(masks.crops[i]) >= cfg.min_mask_pixels:
+                # the instance's own pixels: no background or occluder seen
+                # past its outline, so no shrinking either
+                crop = masks.crops[i]
+                x0, y0, x1, y1 = (int(c) for c in masks.boxes[i])
+                near = np.flatnonzero((ui >= x0) & (ui < x1) & (vi >= y0) & (vi < y1))
+                idx = near[crop[vi[near] - y0, ui[near] - x0]]
+                mask_rows += 1
+            else:
+                dx, dy = cfg.frustum_shrink * (b[2] - b[0]), cfg.frustum_shrink * (b[3] - b[1])
+                inside = (u >= b[0] + dx) & (u <= b[2] - dx) & (v >= b[1] + dy) & (v <= b[3] - dy)
+                idx = np.flatnonzero(inside)
             if idx.size < cfg.min_cluster_points:
                 no_points += 1
                 continue
@@ -506,6 +528,7 @@ class LidarFusion:
         timings["total"] = (time.perf_counter() - t0) * 1e3
 
         st.invalid_box += invalid
+        st.mask_rows += mask_rows
         st.no_points += no_points
         st.no_cluster += no_cluster
         st.lifted += len(index)
