@@ -7,8 +7,13 @@ YOLOX-Nano COCO model in ../shared/data is used when present. Writes to
 --out (default out/run-<time>/):
 
 - detections.jsonl  one record per image / frame (boxes in original pixels,
-                    score, class, track id for videos)
-- annotated images (<name>.jpg) or videos (<name>.mp4) with boxes and ids
+                    score, class, track id for videos; oriented boxes,
+                    keypoints and masks of -obb / -pose / -seg models, see
+                    `add_extras`)
+- annotated images (<name>.jpg) or videos (<name>.mp4) with boxes and ids,
+  translucent masks, skeletons and rotated boxes
+- <name>.masks.png  for images from a -seg model: 16-bit instance-id image,
+                    pixel value i + 1 = the image's i-th detection, 0 = none
 - summary.json      counts per class, stage timings (ms, p50/p95; tracking_ms
                     is the pipeline's time outside the engine: 2D tracking)
 
@@ -69,6 +74,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder")
     p.add_argument("--verbose", "-v", action="store_true")
     return p
+
+
+def mask_rle(crop: np.ndarray) -> list[int]:
+    """Run lengths of a bool mask crop in row-major order, starting with a run
+    of False (0 when the first pixel is set): alternating off/on counts."""
+    flat = np.asarray(crop, bool).ravel()
+    if flat.size == 0:
+        return []
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], edges, [flat.size]))
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
+def add_extras(records: list[dict[str, Any]], det: Any) -> None:
+    """Segmentation, pose and oriented-box outputs in the JSON records:
+    "obb" [cx, cy, w, h, theta_rad], "keypoints" [[x, y, confidence], ...],
+    "mask" {"box": [x0, y0, x1, y1] (x1/y1 exclusive), "area", "rle": row-major
+    run lengths of the mask inside that box, off first (`mask_rle`)}."""
+    if det.obb is not None:
+        for r, o in zip(records, np.round(det.obb.astype(np.float64), 4).tolist(), strict=True):
+            r["obb"] = o
+    if det.keypoints is not None:
+        kps = np.round(det.keypoints.astype(np.float64), 3)
+        for r, k in zip(records, kps.tolist(), strict=True):
+            r["keypoints"] = [[None if v != v else v for v in p] for p in k]  # NaN -> null
+    if det.masks is not None:
+        areas = det.masks.areas.tolist()
+        for i, r in enumerate(records):
+            r["mask"] = {
+                "box": det.masks.boxes[i].tolist(),
+                "area": areas[i],
+                "rle": mask_rle(det.masks.crops[i]),
+            }
 
 
 def _video_fps(path: Path) -> float:
@@ -173,19 +212,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r, tid in zip(records, det.track_ids.tolist(), strict=True):
                 if tid >= 0:
                     r["track_id"] = tid
+            add_extras(records, det)
             h, w = image.shape[:2]
-            jsonl.write(
-                json.dumps(
-                    {"source": source, "frame": index, "image_size": [w, h], "detections": records}
-                )
-                + "\n"
-            )
+            line = {"source": source, "frame": index, "image_size": [w, h], "detections": records}
+            name = Path(source).stem
+            if det.masks is not None and not video:
+                # exact masks of the whole image: value i + 1 = records[i], 0 = none
+                ids = det.masks.to_id_image(np.arange(1, len(det) + 1), np.uint16)
+                cv2.imwrite(str(out / f"{name}.masks.png"), ids)
+                line["masks_png"] = f"{name}.masks.png"
+            jsonl.write(json.dumps(line) + "\n")
             trail = None
             if result.tracks is not None:
                 trail = trails[source]
                 trail.update(det)
             drawn = draw_overlay(image, det, names, trails=trail, copy=False)
-            name = Path(source).stem
             if not video:
                 cv2.imwrite(str(out / f"{name}.jpg"), drawn)
             else:
