@@ -1,8 +1,9 @@
 """Conversions between ROS messages and the core numpy types.
 
 This is the one place where ROS message types meet numpy: nodes convert at the
-boundary and hand `perception.core` objects around. Boxes are axis-aligned in
-original-image pixels; `Detection2D.id` carries the track id ("" = untracked);
+boundary and hand `perception.core` objects around. Boxes are in
+original-image pixels (axis-aligned, or rotated by `BoundingBox2D.center.theta`
+for oriented-box models); `Detection2D.id` carries the track id ("" = untracked);
 the class is written as a string, either the class name or the numeric id.
 """
 
@@ -49,6 +50,7 @@ __all__ = [
     "label_info_msg",
     "latency_to_msg",
     "msg_to_detections",
+    "msg_to_detections_rows",
     "ns_to_stamp",
     "stamp_to_ns",
 ]
@@ -89,7 +91,8 @@ def detections_to_msg(
     The header (stamp and frame_id) is the input image's unless `header` is
     given. Each Detection2D repeats it, carries one hypothesis (class string,
     score) and the track id in `id` ("" when untracked). An id outside
-    `class_names` falls back to its number so nothing is lost.
+    `class_names` falls back to its number so nothing is lost. Oriented boxes
+    (`det.obb`) go into the bbox as centre, size and `center.theta`.
     """
     hdr = header if header is not None else header_from(det)
     n = len(det)
@@ -97,6 +100,9 @@ def detections_to_msg(
     if n == 0:
         return out
     cx, cy, w, h = centre_size(det)
+    theta = [0.0] * n
+    if det.obb is not None:
+        cx, cy, w, h, theta = _with_obb(det.obb, cx, cy, w, h)
     scores = det.scores.astype(np.float64).tolist()
     classes = _class_strings(det.class_ids, class_names, class_format)
     tids = det.track_ids.tolist()
@@ -106,6 +112,7 @@ def detections_to_msg(
         bbox: BoundingBox2D = d.bbox
         bbox.center.position.x = cx[i]
         bbox.center.position.y = cy[i]
+        bbox.center.theta = theta[i]
         bbox.size_x = w[i]
         bbox.size_y = h[i]
         d.results = [
@@ -116,6 +123,24 @@ def detections_to_msg(
         dets.append(d)
     out.detections = dets
     return out
+
+
+def _with_obb(
+    obb: np.ndarray, cx: list[float], cy: list[float], w: list[float], h: list[float]
+) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+    """BoundingBox2D fields from oriented boxes: centre, size and theta of
+    each finite row (Ultralytics' xywhr: theta from image +x towards +y, i.e.
+    about the optical frame's z axis, right-handed); rows with a non-finite
+    oriented box keep their axis-aligned box at theta 0."""
+    o = obb.astype(np.float64)
+    ok = np.isfinite(o).all(axis=1)
+    cols = [np.asarray(v, np.float64) for v in (cx, cy, w, h)]
+    theta = np.zeros(len(o))
+    for j in range(4):
+        cols[j][ok] = o[ok, j]
+    theta[ok] = o[ok, 4]
+    out_cx, out_cy, out_w, out_h = (c.tolist() for c in cols)
+    return out_cx, out_cy, out_w, out_h, theta.tolist()
 
 
 def _class_lookup(class_names: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
@@ -160,8 +185,10 @@ def msg_to_detections(
 
     Takes the best-scoring hypothesis of each detection. A class string is
     looked up in `class_names` first, then parsed as an integer; anything else
-    becomes class -1. A rotated box (theta != 0) is replaced by its axis-aligned
-    bounding box. A non-numeric `id` becomes untracked (-1).
+    becomes class -1. A rotated box (theta != 0) becomes its axis-aligned
+    bounding box in `xyxy`; when any row is rotated, `obb` holds every row's
+    centre, size and theta (an oriented-box model's output). A non-numeric
+    `id` becomes untracked (-1).
 
     Never raises on a detection's fields: a row with an id outside int64, a
     class id outside [-1, int32 max], a non-finite score, a non-finite or
@@ -170,12 +197,25 @@ def msg_to_detections(
     stamp out of range raises MessageFieldError ("stamp"): the whole message
     has no usable time.
     """
+    return msg_to_detections_rows(msg, class_names, image_size, rejected)[0]
+
+
+def msg_to_detections_rows(
+    msg: Detection2DArray,
+    class_names: Sequence[str] | Mapping[str, int] | None = None,
+    image_size: tuple[int, int] = (0, 0),
+    rejected: MutableMapping[str, int] | None = None,
+) -> tuple[Detections, np.ndarray]:
+    """`msg_to_detections`, and for each row kept its index in
+    `msg.detections` ((N,) int64): what the same-stamp instance-id image and
+    keypoints cloud are indexed by (see perception.ros.masks)."""
     stamp_ns = stamp_to_ns(msg.header.stamp)
     lookup = _class_lookup(class_names)
     rows: list[tuple[float, float, float, float, float, float]] = []
     classes: list[int] = []
     tracks: list[int] = []
-    for d in msg.detections:
+    src: list[int] = []
+    for j, d in enumerate(msg.detections):
         try:
             best = best_hypothesis(d.results)
             cls = -1 if best is None else class_id_value(best.hypothesis.class_id, lookup)
@@ -189,6 +229,7 @@ def msg_to_detections(
                      b.center.theta, score))  # fmt: skip
         classes.append(cls)
         tracks.append(tid)
+        src.append(j)
     n = len(rows)
     raw = np.asarray(rows, np.float64).reshape(n, 6)
     cx, cy, w, h, theta, score = raw.T
@@ -204,13 +245,15 @@ def msg_to_detections(
                 count_rejected(rejected, kind, int(bad.sum()))
             keep &= ~bad
     rotated = keep & (theta != 0)
+    obb = None
     if rotated.any():
+        obb = np.stack([cx, cy, w, h, theta], axis=1)[keep].astype(np.float32)
         c, s = np.abs(np.cos(theta[rotated])), np.abs(np.sin(theta[rotated]))
         wr, hr = w[rotated], h[rotated]
         w[rotated], h[rotated] = wr * c + hr * s, wr * s + hr * c
     with np.errstate(invalid="ignore", over="ignore"):  # dropped rows may be inf
         xyxy = np.stack([cx - w * 0.5, cy - h * 0.5, cx + w * 0.5, cy + h * 0.5], axis=1)
-    return Detections(
+    det = Detections(
         xyxy=xyxy[keep].astype(np.float32),
         scores=score[keep].astype(np.float32),
         class_ids=np.asarray(classes, np.int64).reshape(n)[keep].astype(np.int32),
@@ -218,7 +261,9 @@ def msg_to_detections(
         stamp_ns=stamp_ns,
         frame_id=msg.header.frame_id,
         image_size=image_size,
+        obb=obb,
     )
+    return det, np.asarray(src, np.int64).reshape(n)[keep]
 
 
 def label_info_msg(
