@@ -216,6 +216,14 @@ class FusionParams(SpecParams):
     #: vision_msgs/Detection2DArray in (use the detector's ~/<camera>/tracks to carry 2D track ids
     #: into 3D).
     detections_topic: str = "detections"
+    #: Instance-id image (sensor_msgs/Image mono16, pixel value i + 1 = detection i of the same-
+    #: stamp detections_topic array) of a segmentation model: the detector's ~/<camera>/tracks/masks
+    #: for its ~/<camera>/tracks (or detections/masks for detections). Set, each detections message
+    #: waits for the mask image of its stamp and depth lifting / LiDAR selection use each
+    #: detection's mask pixels instead of its box; a mask image that does not decode or fit the
+    #: camera is counted (masks_<kind>) and that frame fused with boxes. Empty = boxes only (box
+    #: models publish no masks: leave it empty for them).
+    masks_topic: str = ""
     #: sensor_msgs/CameraInfo of the camera the detections come from (required).
     camera_info_topic: str = "camera_info"
     #: Registered depth image (16UC1 millimetres or 32FC1 metres), mode depth.
@@ -286,6 +294,7 @@ class FusionParams(SpecParams):
         return cls(
             mode=v["mode"],
             detections_topic=v["detections_topic"],
+            masks_topic=v["masks_topic"],
             camera_info_topic=v["camera_info_topic"],
             depth_topic=v["depth_topic"],
             depth_scale=v["depth_scale"],
@@ -412,6 +421,16 @@ class OverlayParams(SpecParams):
     #: Tracks to draw (vision_msgs/Detection2DArray, track id in Detection2D.id), stamped with their
     #: image's stamp.
     tracks_topic: str = "tracks"
+    #: Instance-id image (mono16) of the tracks, e.g. the detector's ~/<camera>/tracks/masks for
+    #: tracks_topic ~/<camera>/tracks: drawn as translucent masks. Set, each tracks message waits
+    #: for the mask image of its stamp (while at most buffer_size / 2 newer tracks messages wait;
+    #: then it is drawn without it, counted as extras_missing); empty = no masks. Matched mode only:
+    #: predicted boxes are drawn without masks or keypoints.
+    masks_topic: str = ""
+    #: Keypoints of the tracks (sensor_msgs/PointCloud2, row i = track i, fields x, y, confidence),
+    #: e.g. the detector's ~/<camera>/tracks/keypoints: drawn as skeletons. Set, each tracks message
+    #: waits for the keypoints of its stamp; empty = none.
+    keypoints_topic: str = ""
     #: Annotated image (sensor_msgs/Image, bgr8) with the image's stamp and frame_id.
     output_topic: str = "~/image"
     #: Class names, index = class id, to label numeric class strings; class names received in the
@@ -470,6 +489,8 @@ class OverlayParams(SpecParams):
             transport=v["transport"],
             image_qos=OverlayImageQosParams._from_resolved(v),
             tracks_topic=v["tracks_topic"],
+            masks_topic=v["masks_topic"],
+            keypoints_topic=v["keypoints_topic"],
             output_topic=v["output_topic"],
             class_names=tuple(v["class_names"]),
             buffer_size=v["buffer_size"],

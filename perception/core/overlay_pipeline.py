@@ -78,6 +78,8 @@ COUNTERS = (
     "rejected_rows",
     "too_many_boxes",
     "callback_errors",
+    "extras_missing",
+    "extras_errors",
 )
 """Counters of `OverlayCompositor.counters` (reported in /diagnostics by the node)."""
 
@@ -86,7 +88,7 @@ MAX_CLASS_NAMES = 4096
 MAX_CLASS_NAME_LEN = 256
 """Longer class strings are not learnt as names (4096 of 1 MB each would be 4 GB)."""
 
-BadInput = Literal["image", "objects", "camera_info", "tracks", "request", "callback"]
+BadInput = Literal["image", "objects", "camera_info", "tracks", "request", "callback", "extras"]
 ImageT = TypeVar("ImageT")
 RowsT = TypeVar("RowsT", Detections, Objects3D)
 Warn = Callable[[str, str], None]
@@ -246,8 +248,10 @@ class OverlayCompositor(Generic[ImageT]):
     def note_bad_input(self, kind: BadInput, reason: str, detail: str | None = None) -> None:
         """Count an input the caller could not convert: an image that did not
         decode, a 3D objects or tracks message (also counted received), a
-        CameraInfo, a "tracks at t" request (counted refused), or anything a
-        callback did not expect ("callback": the caller's last-resort guard).
+        CameraInfo, a "tracks at t" request (counted refused), a mask image or
+        keypoints message of the tracks ("extras"; the tracks are drawn
+        without it), or anything a callback did not expect ("callback": the
+        caller's last-resort guard).
         `detail` (e.g. the error's kind: "too_large", "stamp") is also counted
         as `rejected["<kind>.<detail>"]`."""
         if detail:
@@ -266,8 +270,16 @@ class OverlayCompositor(Generic[ImageT]):
             self._count("requests_refused", "request", f"overlay: bad request: {reason}")
         elif kind == "callback":
             self._count("callback_errors", "callback", f"overlay: unexpected error: {reason}")
+        elif kind == "extras":
+            self._count("extras_errors", "extras", f"overlay: bad masks / keypoints: {reason}")
         else:
             self._count("camera_info_errors", "camera_info", f"overlay: bad CameraInfo: {reason}")
+
+    def note_extras_missing(self, stamp_ns: int) -> None:
+        """Tracks whose mask image or keypoints did not come (in time): they are
+        drawn without them."""
+        message = f"overlay: tracks {stamp_ns} drawn without their masks / keypoints"
+        self._count("extras_missing", "extras_missing", message)
 
     def note_rejected_rows(self, source: str, rejected: Mapping[str, int]) -> None:
         """Count rows the caller's conversion dropped (by kind: "id",
@@ -385,7 +397,7 @@ class OverlayCompositor(Generic[ImageT]):
         bad = c["decode_errors"] + c["draw_errors"] + c["prediction_refused"]
         bad += c["objects_errors"] + c["camera_info_errors"] + c["camera_info_missing"]
         bad += c["tracks_errors"] + c["rejected_rows"] + c["too_many_boxes"]
-        bad += c["callback_errors"]
+        bad += c["callback_errors"] + c["extras_errors"] + c["extras_missing"]
         message = (
             f"{c['published']} published, {c['unmatched_images']} images and "
             f"{c['unmatched_tracks']} tracks unmatched"

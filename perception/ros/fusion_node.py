@@ -3,7 +3,9 @@
 Inputs: vision_msgs/Detection2DArray (best: the detector's ~/<camera>/tracks),
 sensor_msgs/CameraInfo, and either a registered depth image (mode depth) or a
 PointCloud2 (mode lidar), matched by stamp within `sync_tolerance_s` (no
-guessing: unmatched inputs are counted). Outputs, in `target_frame` with the
+guessing: unmatched inputs are counted). With `masks_topic` (segmentation
+models), also the same-stamp instance-id image (perception.ros.masks): each
+detection is then lifted from its mask's pixels, not its box. Outputs, in `target_frame` with the
 detections' stamp: ``~/objects`` vision_msgs/Detection3DArray (pose with
 covariance, size, class, score, track id in `id`), ``~/markers``
 visualization_msgs/MarkerArray, ``~/objects_predicted`` (the tracks moved to
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -36,10 +39,11 @@ from perception.core.errors import PerceptionError
 from perception.core.fusion.sync import StampSynchronizer
 from perception.core.fusion.types import Objects3D
 from perception.core.message_fields import MessageFieldError
+from perception.core.types import Detections
 from perception.pipeline import CloudInput, FusionOutput, FusionStage, ThrottledLog
 from perception.pipeline.config import fusion_settings
 from perception.pipeline.status import fusion_status
-from perception.ros.conversions import msg_to_detections, stamp_to_ns
+from perception.ros.conversions import msg_to_detections_rows, stamp_to_ns
 from perception.ros.conversions3d import (
     camera_model_from_info,
     cloud_from_msg,
@@ -47,13 +51,16 @@ from perception.ros.conversions3d import (
     objects_to_markers,
 )
 from perception.ros.diagnostics import diagnostic_array
-from perception.ros.images import ImageDecodeError, image_to_array
+from perception.ros.images import DEFAULT_MAX_PIXELS, ImageDecodeError, image_to_array
+from perception.ros.masks import id_image_from_msg, masks_from_id_image
 from perception.ros.params import declare_params
 from perception.ros.runner import run_node
 
 __all__ = ["FusionNode", "main"]
 
 _DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+MAX_MASK_PIXELS = DEFAULT_MAX_PIXELS
+"""A larger instance-id image is refused from its header (masks_too_large)."""
 
 
 class FusionNode(Node):
@@ -67,7 +74,10 @@ class FusionNode(Node):
         self.class_names = [n for n in p.class_names if n]
         self._info_key: tuple[Any, ...] = ()
         self._other = "depth" if p.mode == "depth" else "cloud"
-        self.sync = StampSynchronizer(("det", self._other), p.sync_tolerance_s, p.queue_size)
+        streams = ("det", self._other, *(("masks",) if p.masks_topic else ()))
+        self.sync = StampSynchronizer(streams, p.sync_tolerance_s, p.queue_size)
+        self.masks_fused = 0
+        """Detections messages fused with their mask image."""
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         sensor = QoSProfile(
             depth=p.queue_size,
@@ -98,6 +108,8 @@ class FusionNode(Node):
         self.create_subscription(
             CameraInfo, p.camera_info_topic, partial(guard, self._on_info), sensor
         )
+        if p.masks_topic:  # the detector publishes them like its detections: reliable
+            self.create_subscription(Image, p.masks_topic, partial(guard, self._on_masks), reliable)
         if p.mode == "depth":
             self.create_subscription(Image, p.depth_topic, partial(guard, self._on_depth), sensor)
         else:
@@ -139,8 +151,32 @@ class FusionNode(Node):
         self.stage.set_camera(cam)
 
     def _on_det(self, msg: Detection2DArray) -> None:
-        det = msg_to_detections(msg, self.class_names)
-        self._push("det", det.stamp_ns, det)
+        det, rows = msg_to_detections_rows(msg, self.class_names)
+        self._push("det", det.stamp_ns, (det, rows))
+
+    def _on_masks(self, msg: Image) -> None:
+        """Queued as received; decoded only when matched with detections."""
+        self._push("masks", stamp_to_ns(msg.header.stamp), msg)
+
+    def _with_masks(self, det: Detections, rows: np.ndarray, msg: Image) -> Detections:
+        """`det` with the masks of its rows (`rows`: their indices in the
+        detections message) from the same-stamp instance-id image; a mask
+        image that does not decode or does not fit the camera is counted and
+        `det` fused with its boxes."""
+        try:
+            ids = id_image_from_msg(msg, MAX_MASK_PIXELS)
+        except ImageDecodeError as exc:
+            self.stage.count(f"masks_{exc.kind}", str(exc))
+            return det
+        cam = self.stage.camera
+        if cam is not None and ids.shape != (cam.height, cam.width):
+            self.stage.count(
+                "masks_size",
+                f"mask image {ids.shape[1]}x{ids.shape[0]}, camera {cam.width}x{cam.height}",
+            )
+            return det
+        self.masks_fused += 1
+        return replace(det, masks=masks_from_id_image(ids, rows))
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -167,9 +203,12 @@ class FusionNode(Node):
     def _push(self, stream: str, stamp_ns: int, item: Any) -> None:
         for synced in self.sync.push(stream, stamp_ns, item):
             data = synced[self._other]
+            det, rows = synced["det"]
+            if "masks" in synced.items:
+                det = self._with_masks(det, rows, synced["masks"])
             want_prediction = self.pub_predicted is not None or self.pub_autoware is not None
             out = self.stage.process(
-                synced["det"],
+                det,
                 depth=data if self._other == "depth" else None,
                 cloud=data if self._other == "cloud" else None,
                 predict_to_ns=self.get_clock().now().nanoseconds if want_prediction else None,
@@ -213,6 +252,8 @@ class FusionNode(Node):
             for stream, st in self.sync.stats().items()
             for k, v in vars(st).items()
         }
+        if self.p.masks_topic:
+            sync["masks_fused"] = str(self.masks_fused)
         status = fusion_status(
             self.stage, f"{self.get_fully_qualified_name()}: fusion", self.p.camera_info_topic, sync
         )

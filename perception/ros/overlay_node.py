@@ -4,6 +4,11 @@ Subscribes to a camera (`image_topic`, raw or compressed) and to tracks
 (`tracks_topic`, vision_msgs/Detection2DArray stamped with their image's
 stamp) and publishes the annotated image on `output_topic` with the IMAGE's
 header (stamp and frame_id): boxes, class, score, track id and motion trails.
+With `masks_topic` / `keypoints_topic` (segmentation and pose models: the
+detector's ~/<camera>/tracks/masks and tracks/keypoints, perception.ros.masks)
+the tracks carry their instance masks and keypoints, drawn as translucent
+masks and skeletons; oriented boxes come in the tracks themselves
+(BoundingBox2D center.theta) and are drawn rotated.
 Optionally (`objects_topic` + `camera_info_topic`) the 3D objects of the
 image's stamp (vision_msgs/Detection3DArray, e.g. the fusion node's
 ~/objects) are drawn as projected boxes through the CameraInfo's model, after
@@ -40,6 +45,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
@@ -47,12 +53,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from perception.config import OverlayParams
 from perception.core.errors import PerceptionError
+from perception.core.fusion.sync import StampSynchronizer, SyncedSet
 from perception.core.overlay_pipeline import (
     COUNTERS,
     OverlayCompositor,
@@ -60,10 +67,11 @@ from perception.core.overlay_pipeline import (
     OverlaySettings,
 )
 from perception.core.prediction import Prediction, PredictionError
+from perception.core.types import Detections
 from perception.ros.conversions import (
     MessageFieldError,
     detections_to_msg,
-    msg_to_detections,
+    msg_to_detections_rows,
     ns_to_stamp,
     stamp_to_ns,
 )
@@ -75,6 +83,7 @@ from perception.ros.images import (
     compressed_to_bgr,
     image_to_bgr,
 )
+from perception.ros.masks import cloud_to_keypoints, id_image_from_msg, masks_from_id_image
 from perception.ros.params import (
     declare_params,
     on_set_validator,
@@ -154,6 +163,29 @@ class OverlayNode(Node):
         self.sub_tracks = self.create_subscription(
             Detection2DArray, p.tracks_topic, self._guard("tracks", self._on_tracks), qos
         )
+        # masks / keypoints of the tracks (segmentation, pose models): each
+        # tracks message waits for those of its stamp, then goes to the core
+        topics = (("masks", p.masks_topic), ("keypoints", p.keypoints_topic))
+        extras = [name for name, topic in topics if topic]
+        self._extras: StampSynchronizer | None = None
+        if extras:  # half the image buffer: tracks given up on still find their image
+            self._extras = StampSynchronizer(
+                ("tracks", *extras),
+                p.stamp_tolerance_ms * 1e-3,
+                max(1, n // 2),
+                on_drop=self._on_extras_drop,
+            )
+        if p.masks_topic:
+            self.create_subscription(
+                Image, p.masks_topic, self._guard("masks", self._on_extra("masks")), qos
+            )
+        if p.keypoints_topic:
+            self.create_subscription(
+                PointCloud2,
+                p.keypoints_topic,
+                self._guard("keypoints", self._on_extra("keypoints")),
+                qos,
+            )
         self.sub_objects = self.sub_info = None
         if p.objects_topic:
             self.sub_objects = self.create_subscription(
@@ -235,12 +267,63 @@ class OverlayNode(Node):
         )
         rejected: dict[str, int] = {}
         try:
-            tracks = msg_to_detections(msg, self.core.class_names, rejected=rejected)
+            tracks, rows = msg_to_detections_rows(msg, self.core.class_names, rejected=rejected)
         except MessageFieldError as exc:
             self.core.note_bad_input("tracks", f"({exc.kind}) {exc}", exc.kind)
             return
         self.core.note_rejected_rows("tracks", rejected)
-        self._publish(self.core.add_tracks(tracks))
+        if self._extras is None:
+            self._publish(self.core.add_tracks(tracks))
+            return
+        for synced in self._extras.push("tracks", tracks.stamp_ns, (tracks, rows)):
+            self._publish(self.core.add_tracks(self._with_extras(synced)))
+
+    def _on_extra(self, stream: str) -> Callable[[Any], None]:
+        """Callback of the masks or keypoints topic: queued by stamp (decoded
+        only when matched with its tracks)."""
+
+        def on_msg(msg: Any) -> None:
+            try:
+                stamp_ns = stamp_to_ns(msg.header.stamp)
+            except MessageFieldError as exc:
+                self.core.note_bad_input("extras", f"{stream}: ({exc.kind}) {exc}", exc.kind)
+                return
+            assert self._extras is not None
+            for synced in self._extras.push(stream, stamp_ns, msg):
+                self._publish(self.core.add_tracks(self._with_extras(synced)))
+
+        return on_msg
+
+    def _with_extras(self, synced: SyncedSet) -> Detections:
+        """The tracks with the masks / keypoints of their rows (rows: their
+        indices in the tracks message); one that does not decode is counted
+        and left out."""
+        tracks, rows = synced["tracks"]
+        if "masks" in synced.items:
+            try:
+                ids = id_image_from_msg(synced["masks"], MAX_PIXELS)
+                tracks = replace(tracks, masks=masks_from_id_image(ids, rows))
+            except (ImageDecodeError, ValueError) as exc:
+                self.core.note_bad_input("extras", f"masks: {exc}", "masks")
+        if "keypoints" in synced.items:
+            try:
+                kps = cloud_to_keypoints(synced["keypoints"])
+                if rows.size and int(rows.max()) >= kps.shape[0]:
+                    raise ValueError(
+                        f"{kps.shape[0]} rows of keypoints for {rows.max() + 1} tracks"
+                    )
+                tracks = replace(tracks, keypoints=kps[rows])
+            except ValueError as exc:
+                self.core.note_bad_input("extras", f"keypoints: {exc}", "keypoints")
+        result: Detections = tracks
+        return result
+
+    def _on_extras_drop(self, stream: str, stamp_ns: int, item: Any, reason: str) -> None:
+        """Tracks whose masks / keypoints cannot come any more are drawn
+        without them (counted); unmatched masks / keypoints are just dropped."""
+        if stream == "tracks":
+            self.core.note_extras_missing(stamp_ns)
+            self._publish(self.core.add_tracks(item[0]))
 
     def _on_objects(self, msg: Detection3DArray) -> None:
         rejected: dict[str, int] = {}
