@@ -10,7 +10,11 @@ their camera (error.cdr, error.stamp ...), never raised. A worker thread steps
 the stage (one engine call over the newest frame of every camera,
 2D tracking) and publishes per camera ``~/<camera>/detections`` and
 ``~/<camera>/tracks`` (vision_msgs/Detection2DArray: input stamp and frame_id,
-original pixels, track id in `id`), ``~/<camera>/overlay`` (only while
+original pixels, track id in `id`, an oriented box's angle in
+`bbox.center.theta`), for segmentation / pose models
+``~/<camera>/{detections,tracks}/masks`` (mono16 instance-id image, value
+i + 1 = row i of that array) / ``.../keypoints`` (PointCloud2, row i = row i;
+see perception.ros.masks), ``~/<camera>/overlay`` (these only while
 subscribed), ``~/<camera>/latency`` (`LATENCY_FIELDS`), plus ``~/label_info``
 (latched) and /diagnostics. `DetectorLifecycleNode` is the managed variant.
 Parameters: specs/detector.params.yaml and specs/tracker.params.yaml (tracker).
@@ -29,7 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64MultiArray, Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -52,6 +56,7 @@ from perception.ros.diagnostics import diagnostic_array
 from perception.ros.images import bgr_to_image_msg, compressed_to_bgr, image_to_bgr
 from perception.ros.lifecycle import DriverLifecycleNode, DriverNode
 from perception.ros.malloc_tuning import keep_large_buffers_on_heap
+from perception.ros.masks import keypoints_to_cloud, masks_to_image_msg
 from perception.ros.params import LiveParams, ParameterError, declare_params
 from perception.ros.pulled import PulledGroup, PulledSubscriptions, SequenceGaps
 from perception.ros.qos import LATCHED, OUTPUTS, OVERLAY, sensor_qos
@@ -179,6 +184,13 @@ class DetectorDriver:
                    "latency": (Float64MultiArray, OUTPUTS)}  # fmt: skip
         if self.params.tracking:
             outputs["tracks"] = (Detection2DArray, OUTPUTS)
+        # a segmentation / pose model's masks and keypoints, next to each array
+        # they index (perception.ros.masks), published only while subscribed
+        task = self.stage.detector.task if self.stage is not None else "detect"
+        extra = {"segment": ("masks", Image), "pose": ("keypoints", PointCloud2)}.get(task)
+        if extra is not None:
+            for array in [k for k in ("detections", "tracks") if k in outputs]:
+                outputs[f"{array}/{extra[0]}"] = (extra[1], OUTPUTS)
         for cam in self.cameras.values():
             for out, (msg_type, qos) in outputs.items():
                 cam.pubs[out] = make(msg_type, f"~/{cam.name}/{out}", qos)
@@ -396,8 +408,10 @@ class DetectorDriver:
             cam = self.cameras[r.camera]
             msg = detections_to_msg(r.detections, names, fmt)
             cam.pubs["detections"].publish(msg)
+            self._publish_extras(cam, "detections", r.detections, msg.header)
             if r.tracks is not None and "tracks" in cam.pubs:
                 cam.pubs["tracks"].publish(detections_to_msg(r.tracks, names, fmt, msg.header))
+                self._publish_extras(cam, "tracks", r.tracks, msg.header)
             row = dict(r.latency)
             row["publish_ms"] = max((time.monotonic_ns() - r.taken_ns) * 1e-6 - r.engine_ms, 0.0)
             now = self.node.get_clock().now().nanoseconds
@@ -410,6 +424,17 @@ class DetectorDriver:
                 shown = r.tracks if r.tracks is not None else r.detections
                 image = draw_detections(r.image, shown, names)
                 cam.pubs["overlay"].publish(bgr_to_image_msg(image, msg.header))
+
+    @staticmethod
+    def _publish_extras(cam: _CameraIO, array: str, det: Any, header: Header) -> None:
+        """The mask image / keypoints of `det`, indexed like its `array` message
+        (same header), only while someone subscribes."""
+        for kind, build in (("masks", masks_to_image_msg), ("keypoints", keypoints_to_cloud)):
+            pub = cam.pubs.get(f"{array}/{kind}")
+            if pub is not None and pub.get_subscription_count() > 0:
+                out = build(det, header)
+                if out is not None:
+                    pub.publish(out)
 
     def publish_diagnostics(self) -> None:
         if "diag" not in self.pubs or self.stage is None:
