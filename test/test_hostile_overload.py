@@ -576,3 +576,91 @@ def test_garbage_bytes_on_a_raw_subscription_are_counted_and_the_node_lives(ros_
     assert snap["raw"]["rejected"] == sum(errors.values()), (snap, dict(errors))
     node.destroy_node()
     probe.destroy_node()
+
+
+# ------------------------------------------------------------ pulled subscriptions
+def test_sequence_gaps_count_what_each_publisher_sent_in_between():
+    pytest.importorskip("rclpy")
+    from perception.ros.pulled import SequenceGaps
+
+    def info(seq, gid=b"a"):
+        return {"publication_sequence_number": seq, "publisher_gid": {"data": gid}}
+
+    gaps = SequenceGaps(max_publishers=2)
+    assert gaps.missed(info(5)) == 0  # first sample of a publisher: nothing known
+    assert gaps.missed(info(6)) == 0
+    assert gaps.missed(info(10)) == 3
+    assert gaps.missed(info(3, b"b")) == 0  # another publisher has its own numbers
+    assert gaps.missed(info(4, b"b")) == 0
+    assert gaps.missed(info(12)) == 1
+    assert gaps.missed(info(2)) == 0  # went back: a restarted publisher, not a gap
+    assert gaps.missed(info(1, b"c")) == 0  # a third publisher evicts the oldest ("b")
+    assert gaps.missed(info(9, b"b")) == 0
+    assert gaps.missed({"publication_sequence_number": 50}) == 0  # rmw without gids
+    assert gaps.missed({}) == 0
+    assert gaps.missed(info(2**40, b"b")) == 1_000_000  # capped
+
+
+def test_count_skipped_adds_to_received_and_skipped():
+    slots: LatestFrameSlots[Frame] = LatestFrameSlots(["a"])
+    slots.put(_frame("a", 1))
+    slots.count_skipped("a", 4)
+    slots.count_skipped("a", 0)
+    assert slots.snapshot()["a"] == {
+        "received": 5, "processed": 0, "skipped": 4, "stale": 0, "rejected": 0,
+        "stamp_resets": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.ros
+def test_unread_pulled_samples_do_not_make_the_executor_spin(ros_context, executor):
+    """rmw_fastrtps reports a reader's QoS events ready while it holds unread
+    data; a pulled subscription's event handlers are pulled with it, so an
+    executor spinning the node sleeps while frames wait for the worker, and the
+    worker's wait still runs the event callbacks."""
+    from rclpy.event_handler import SubscriptionEventCallbacks
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from perception.ros.pulled import PulledGroup, PulledSubscriptions
+
+    node = Node("pulled_probe", context=ros_context)
+    executor.add_node(node)
+    group = PulledGroup()
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    events: list = []
+    pushed: list = []
+    sub = node.create_subscription(
+        Image, "/pulled/image", pushed.append, qos, raw=True, callback_group=group,
+        event_callbacks=SubscriptionEventCallbacks(incompatible_qos=events.append),
+    )  # fmt: skip
+    assert group.pull(sub)
+    pub = node.create_publisher(Image, "/pulled/image", qos)
+    for _ in range(3):
+        pub.publish(Image(height=1, width=1, encoding="mono8", step=1, data=b"\x01"))
+    taker = PulledSubscriptions([sub], ros_context)
+    t_wait = time.monotonic()
+    taker.wait(5.0)  # data waiting: returns at once
+    assert time.monotonic() - t_wait < 2.0
+    cpu0, t0 = time.thread_time(), time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        executor.spin_once(timeout_sec=0.1)
+    spent = time.thread_time() - cpu0
+    assert spent < 0.3, f"executor used {spent:.2f} s of CPU in 1 s with a sample unread"
+    assert pushed == []  # the executor never ran the pulled subscription
+    got = taker.take(sub)
+    assert got is not None and isinstance(got[0], bytes)
+    assert cdr.parse_image(got[0]).width == 1
+    assert isinstance(got[1].get("publication_sequence_number"), int)
+    # an incompatible publisher: the event reaches the worker's wait, not the executor
+    best_effort = node.create_publisher(
+        Image, "/pulled/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    )
+    deadline = time.monotonic() + 10
+    while not events and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.01)
+        taker.wait(0.05)
+    assert events, "the incompatible-QoS event never reached the pulled subscription's callback"
+    node.destroy_publisher(best_effort)
+    node.destroy_node()
