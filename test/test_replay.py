@@ -284,10 +284,16 @@ def test_messages_serialise_like_the_nodes(scenario_bag):
         stamp_ns=2_000_000_001,
         frame_id="base_link",
     )
+    obb = np.array([[60, 55, 90, 50, 0.3], [3, 4, 5, 6, -1.2]], np.float32)
+    rotated = Detections.from_arrays(  # an -obb model's rows: theta in the bbox
+        det.xyxy, det.scores, det.class_ids, det.track_ids, stamp_ns=det.stamp_ns,
+        frame_id=det.frame_id, obb=obb,
+    )  # fmt: skip
     store = make_typestore()
     f = MessageFactory(store)
     pairs = [
         (f.detections(det, names), detections_to_msg(det, names), "Detection2DArray"),
+        (f.detections(rotated, names), detections_to_msg(rotated, names), "Detection2DArray"),
         (f.detections(det, names, "id"), detections_to_msg(det, names, "id"), "Detection2DArray"),
         (f.objects(obj, names), objects_to_detection3d_array(obj, names), "Detection3DArray"),
     ]

@@ -37,6 +37,7 @@ __all__ = [
     "cloud_from_msg",
     "count_rejected",
     "int_or_none",
+    "obb_fields",
     "stamp_ns_of",
     "stamp_parts",
     "track_id_value",
@@ -196,3 +197,21 @@ def cloud_from_msg(msg: Any) -> CloudXYZ:
         int(msg.width),
         bool(msg.is_bigendian),
     )
+
+
+def obb_fields(
+    obb: np.ndarray, cx: list[float], cy: list[float], w: list[float], h: list[float]
+) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
+    """BoundingBox2D fields from oriented boxes: centre, size and theta of
+    each finite row (Ultralytics' xywhr: theta from image +x towards +y, i.e.
+    about the optical frame's z axis, right-handed); rows with a non-finite
+    oriented box keep their axis-aligned box at theta 0."""
+    o = obb.astype(np.float64)
+    ok = np.isfinite(o).all(axis=1)
+    cols = [np.asarray(v, np.float64) for v in (cx, cy, w, h)]
+    theta = np.zeros(len(o))
+    for j in range(4):
+        cols[j][ok] = o[ok, j]
+    theta[ok] = o[ok, 4]
+    out_cx, out_cy, out_w, out_h = (c.tolist() for c in cols)
+    return out_cx, out_cy, out_w, out_h, theta.tolist()

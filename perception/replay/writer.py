@@ -34,7 +34,7 @@ import numpy as np
 
 from perception.core.drawing import color_for
 from perception.core.fusion.types import Objects3D, yaw_quaternions
-from perception.core.message_fields import centre_size, class_strings, stamp_parts
+from perception.core.message_fields import centre_size, class_strings, obb_fields, stamp_parts
 from perception.core.types import UNTRACKED, Detections
 from perception.pipeline.topology import PipelineSpec
 from perception.pipeline.types import CameraResult
@@ -199,6 +199,9 @@ class MessageFactory:
         if n == 0:
             return self.new(_D2, header=hdr, detections=[])
         cx, cy, w, h = centre_size(det)
+        theta = [0.0] * n
+        if det.obb is not None:  # oriented boxes: centre, size and theta, as the nodes
+            cx, cy, w, h, theta = obb_fields(det.obb, cx, cy, w, h)
         scores = det.scores.astype(np.float64).tolist()
         classes = class_strings(det.class_ids, class_names, class_format)
         tids = det.track_ids.tolist()
@@ -207,6 +210,7 @@ class MessageFactory:
             centre = self.new(
                 "vision_msgs/msg/Pose2D",
                 position=self.new("vision_msgs/msg/Point2D", x=cx[i], y=cy[i]),
+                theta=theta[i],
             )
             bbox = self.new(
                 "vision_msgs/msg/BoundingBox2D", center=centre, size_x=w[i], size_y=h[i]

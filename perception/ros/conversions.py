@@ -32,6 +32,7 @@ from perception.core.message_fields import (
     centre_size,
     class_id_value,
     count_rejected,
+    obb_fields,
     stamp_ns_of,
     stamp_parts,
     track_id_value,
@@ -102,7 +103,7 @@ def detections_to_msg(
     cx, cy, w, h = centre_size(det)
     theta = [0.0] * n
     if det.obb is not None:
-        cx, cy, w, h, theta = _with_obb(det.obb, cx, cy, w, h)
+        cx, cy, w, h, theta = obb_fields(det.obb, cx, cy, w, h)
     scores = det.scores.astype(np.float64).tolist()
     classes = _class_strings(det.class_ids, class_names, class_format)
     tids = det.track_ids.tolist()
@@ -123,24 +124,6 @@ def detections_to_msg(
         dets.append(d)
     out.detections = dets
     return out
-
-
-def _with_obb(
-    obb: np.ndarray, cx: list[float], cy: list[float], w: list[float], h: list[float]
-) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
-    """BoundingBox2D fields from oriented boxes: centre, size and theta of
-    each finite row (Ultralytics' xywhr: theta from image +x towards +y, i.e.
-    about the optical frame's z axis, right-handed); rows with a non-finite
-    oriented box keep their axis-aligned box at theta 0."""
-    o = obb.astype(np.float64)
-    ok = np.isfinite(o).all(axis=1)
-    cols = [np.asarray(v, np.float64) for v in (cx, cy, w, h)]
-    theta = np.zeros(len(o))
-    for j in range(4):
-        cols[j][ok] = o[ok, j]
-    theta[ok] = o[ok, 4]
-    out_cx, out_cy, out_w, out_h = (c.tolist() for c in cols)
-    return out_cx, out_cy, out_w, out_h, theta.tolist()
 
 
 def _class_lookup(class_names: Sequence[str] | Mapping[str, int] | None) -> dict[str, int]:
