@@ -1,14 +1,17 @@
 """The detector node: a ROS driver of the pipeline's `DetectionStage`.
 
-Camera subscriptions are raw: a callback gets the serialized bytes, reads only
-the header from them (`perception.core.cdr`) and hands the bytes to the stage
-as its camera's newest frame, so a frame replaced before the engine is free
-costs its take and a few microseconds, never a deserialisation or a decode;
-only frames the engine takes are parsed, their pixels a zero-copy view of the
-bytes, within the camera's pixel budget. Malformed bytes are counted against
-their camera (error.cdr, error.stamp ...), never raised. A worker thread steps
-the stage (one engine call over the newest frame of every camera,
-2D tracking) and publishes per camera ``~/<camera>/detections`` and
+Camera subscriptions are raw and pulled (perception.ros.pulled): no executor
+runs them; the worker thread takes the newest serialized sample of each
+camera when it is ready for a batch, and the middleware's keep-last queue
+replaces the frames it has no time for (counted as skipped from the
+publisher's sequence numbers), so an unwanted frame costs neither an
+executor wake-up, a take, a deserialisation nor a decode. Of a taken sample
+only the header is read (`perception.core.cdr`) until the engine uses it;
+then its pixels are a zero-copy view of the bytes, within the camera's pixel
+budget. Malformed bytes are counted against their camera (error.cdr,
+error.stamp ...), never raised. The worker steps the stage (one engine call
+over the newest frame of every camera, each camera once per batch, 2D
+tracking) and publishes per camera ``~/<camera>/detections`` and
 ``~/<camera>/tracks`` (vision_msgs/Detection2DArray: input stamp and frame_id,
 original pixels, track id in `id`, an oriented box's angle in
 `bbox.center.theta`), for segmentation / pose models
