@@ -128,6 +128,7 @@ class GpuPreprocessor:
         self._geoms: dict[tuple[int, int, int, int], _Geometry] = {}
         self._host: dict[int, Any] = {}  # slot -> pinned (h, w, 3) uint8
         self._frames: dict[int, Any] = {}  # slot -> device (h, w, 3) uint8
+        self._copied: dict[int, Any] = {}  # slot -> CUDA event after its last upload
         self._batch: Any = None
         self._slots: dict[tuple[int, int], tuple[int, int, int, int]] = {}
 
@@ -158,7 +159,9 @@ class GpuPreprocessor:
     def host_buffer(self, index: int, height: int, width: int) -> np.ndarray:
         """A (height, width, 3) uint8 numpy view of the page-locked buffer of
         batch slot `index`: decode or copy a frame into it and pass it to
-        `__call__` to skip the staging copy. (Plain memory on the CPU.)"""
+        `__call__` to skip the staging copy (plain memory on the CPU). The
+        upload from it is asynchronous: write the next frame only after the
+        call's results are back (or after `wait_uploads`)."""
         torch = self._torch
         buf = self._host.get(index)
         if buf is None or tuple(buf.shape) != (height, width, 3):
@@ -191,6 +194,9 @@ class GpuPreprocessor:
                 continue
             host = self.host_buffer(i, h, w)
             if not (host.ctypes.data == img.ctypes.data and img.flags.c_contiguous):
+                done = self._copied.get(i)
+                if done is not None:
+                    done.synchronize()  # the previous upload has left the buffer
                 np.copyto(host, img)
             dev = self._frames.get(i)
             if dev is None or tuple(dev.shape) != (h, w, 3):
@@ -198,8 +204,17 @@ class GpuPreprocessor:
                     (h, w, 3), dtype=torch.uint8, device=self.device
                 )
             dev.copy_(self._host[i], non_blocking=self.pinned)
+            if self.pinned:
+                event = self._copied.get(i) or torch.cuda.Event()
+                event.record()
+                self._copied[i] = event
             out.append(dev)
         return out
+
+    def wait_uploads(self) -> None:
+        """Block until every staged frame has reached the device."""
+        for event in self._copied.values():
+            event.synchronize()
 
     # ------------------------------------------------------------ resize
     def resize(self, frames: Any, rh: int, rw: int) -> Any:
