@@ -49,6 +49,7 @@ setup(
             "perception_run = perception.cli.run:main",
             "perception_detect = perception.cli.detect:main",
             "perception_track = perception.cli.track:main",
+            "perception_build_engine = perception.cli.build_engine:main",
             "perception = perception.replay.cli:main",
         ],
     },

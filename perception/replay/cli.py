@@ -197,17 +197,25 @@ def replay_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `perception` command: `perception replay ...`."""
+    """The `perception` command: `perception replay ...`, `perception build-engine ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: perception replay INPUT... --out DIR [options]\n"
-            "       perception replay compare RUN_A RUN_B\n\n"
-            "`perception replay --help` for the options."
+            "       perception replay compare RUN_A RUN_B\n"
+            "       perception build-engine CONFIG_OR_MODEL [options]\n\n"
+            "`perception replay --help`, `perception build-engine --help` for the options."
         )
         return 0 if argv else 2
+    if argv[0] == "build-engine":
+        from perception.cli.build_engine import main as build_engine_main
+
+        return build_engine_main(argv[1:])
     if argv[0] != "replay":
-        print(f"perception: unknown command {argv[0]!r} (expected: replay)", file=sys.stderr)
+        print(
+            f"perception: unknown command {argv[0]!r} (expected: replay, build-engine)",
+            file=sys.stderr,
+        )
         return 2
     return replay_main(argv[1:])
 
