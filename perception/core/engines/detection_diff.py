@@ -1,14 +1,15 @@
 """How far two runtimes' detections of one image are apart.
 
 Used by the GPU check (bench/gpu_check.py) and the torch engine tests to
-say "equal within 0.5 px": detections are paired class by class, each
-reference detection (highest score first) with the nearest unpaired one
-(largest corner difference, at most `match_px`), and the largest corner
-difference over the pairs is reported. A
-detection without a partner is *explained* when rounding alone can remove
-it: its score lies within `score_band` of the threshold, or a higher-scored
-box of its class overlaps it within `iou_band` of the NMS threshold (the
-suppression can go either way). Anything else is a real difference.
+say "equal within 0.5 px": detections are paired class by class, closest
+pairs first (largest corner difference, at most `match_px`), and the largest
+corner difference over the pairs is reported. Closest-first matters when
+NMS went differently in the two runs: a box missing from one run must not
+be paired with its neighbour. A detection without a partner is *explained*
+when rounding alone can remove it: its score lies within `score_band` of the
+threshold, or a higher-scored box of its class (in either run) overlaps it
+by at least the NMS threshold minus `iou_band`, so the suppression could go
+either way. Anything else is a real difference.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class DetectionDiff:
     got_count: int = 0
     matched: int = 0
     max_px: float = 0.0
+    max_rel: float = 0.0  # largest corner difference over the longer side of the box
     max_score: float = 0.0
     unmatched_ref: int = 0
     unmatched_got: int = 0
@@ -47,6 +49,7 @@ class DetectionDiff:
             self.got_count + other.got_count,
             self.matched + other.matched,
             max(self.max_px, other.max_px),
+            max(self.max_rel, other.max_rel),
             max(self.max_score, other.max_score),
             self.unmatched_ref + other.unmatched_ref,
             self.unmatched_got + other.unmatched_got,
@@ -58,18 +61,29 @@ class DetectionDiff:
 
 
 def _explained(
-    det: Detections, rows: np.ndarray, conf: float, iou: float, score_band: float, iou_band: float
+    det: Detections,
+    other: Detections,
+    rows: np.ndarray,
+    conf: float,
+    iou: float,
+    score_band: float,
+    iou_band: float,
 ) -> int:
     """How many of `rows` (unpaired detections of `det`) are not explained."""
     bad = 0
     for r in rows:
         if abs(float(det.scores[r]) - conf) <= score_band:
             continue
-        same = np.flatnonzero((det.class_ids == det.class_ids[r]) & (det.scores >= det.scores[r]))
-        same = same[same != r]
-        if same.size and iou_band > 0:
-            overlap = box_iou(det.xyxy[r : r + 1], det.xyxy[same])[0]
-            if np.any(np.abs(overlap - iou) <= iou_band):
+        if iou_band > 0:
+            near = False
+            for group in (det, other):
+                same = (group.class_ids == det.class_ids[r]) & (group.scores >= det.scores[r])
+                if group is det:
+                    same[r] = False
+                if same.any():
+                    overlap = box_iou(det.xyxy[r : r + 1], group.xyxy[same])[0]
+                    near = near or bool(np.any(overlap >= iou - iou_band))
+            if near:
                 continue
         bad += 1
     return bad
@@ -91,33 +105,31 @@ def diff_detections(
     n, m = len(ref), len(got)
     used = np.zeros(m, dtype=bool)
     pairs: list[tuple[int, int]] = []
-    dist = (
-        np.abs(ref.xyxy[:, None, :] - got.xyxy[None, :, :]).max(axis=2)
-        if n and m
-        else np.zeros((n, m), np.float32)
-    )
-    for i in np.argsort(-ref.scores, kind="stable"):
-        if not m:
-            break
-        cand = np.where((got.class_ids == ref.class_ids[i]) & ~used, dist[i], np.inf)
-        j = int(np.argmin(cand))
-        if cand[j] <= match_px:
-            used[j] = True
-            pairs.append((int(i), j))
     paired_ref = np.zeros(n, dtype=bool)
-    for i, _ in pairs:
-        paired_ref[i] = True
-    max_px = max_score = 0.0
+    if n and m:
+        dist = np.abs(ref.xyxy[:, None, :] - got.xyxy[None, :, :]).max(axis=2)
+        dist = np.where(ref.class_ids[:, None] == got.class_ids[None, :], dist, np.inf)
+        for flat in np.argsort(dist, axis=None, kind="stable"):
+            i, j = divmod(int(flat), m)
+            if dist[i, j] > match_px:
+                break
+            if not paired_ref[i] and not used[j]:
+                paired_ref[i] = used[j] = True
+                pairs.append((i, j))
+    max_px = max_rel = max_score = 0.0
     if pairs:
         ri = np.array([p[0] for p in pairs])
         gi = np.array([p[1] for p in pairs])
-        max_px = float(np.abs(ref.xyxy[ri] - got.xyxy[gi]).max())
+        corner = np.abs(ref.xyxy[ri] - got.xyxy[gi]).max(axis=1)
+        side = np.maximum(ref.xyxy[ri, 2:] - ref.xyxy[ri, :2], 1.0).max(axis=1)
+        max_px = float(corner.max())
+        max_rel = float((corner / side).max())
         max_score = float(np.abs(ref.scores[ri] - got.scores[gi]).max())
     lone_ref = np.flatnonzero(~paired_ref)
     lone_got = np.flatnonzero(~used)
-    unexplained = _explained(ref, lone_ref, conf, iou, score_band, iou_band) + _explained(
-        got, lone_got, conf, iou, score_band, iou_band
+    unexplained = _explained(ref, got, lone_ref, conf, iou, score_band, iou_band) + _explained(
+        got, ref, lone_got, conf, iou, score_band, iou_band
     )
     return DetectionDiff(
-        n, m, len(pairs), max_px, max_score, len(lone_ref), len(lone_got), unexplained
+        n, m, len(pairs), max_px, max_rel, max_score, len(lone_ref), len(lone_got), unexplained
     )
