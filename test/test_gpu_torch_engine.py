@@ -138,6 +138,42 @@ def test_nonfinite_outputs_go_to_the_cpu_rules(sim_frames: list[np.ndarray]) -> 
     assert type(res[1]).__name__ == "Detections"
 
 
+def test_fused_path_logic_on_the_cpu(sim_frames: list[np.ndarray]) -> None:
+    """fuse=True is CUDA-only (a captured graph); its bookkeeping (own staging
+    buffers, letterbox into its own batch, outputs) runs here with the
+    capture replaced by an eager call."""
+    eng = TorchEngine(DEFAULT, input_shape=(2, 3, 224, 384))
+    plain = TorchDetector(eng, conf=0.3, iou=0.5)
+    fused = TorchDetector(eng, conf=0.3, iou=0.5, fuse=True)
+    assert not fused.fuse  # CPU: off
+    with pytest.raises(EngineError, match="fuse=True"):
+        fused.staging([(640, 360)])
+
+    class Eager:
+        def __init__(self, make_input: Any) -> None:
+            self.make_input = make_input
+            self.static_input = None
+
+        def __call__(self, _: Any) -> list[Any]:
+            return eng.infer_tensor(self.make_input())
+
+    eng.capture_pipeline = Eager  # type: ignore[method-assign]
+    fused.fuse = True
+    frames = sim_frames[:2]
+    want = plain.detect(frames)
+    got = fused.detect(frames)
+    assert _diff(want, got, 0.3, 0.5).ok(1e-4)
+    staged = fused.staging([(640, 360), (640, 360)])
+    for buf, f in zip(staged, frames, strict=True):
+        buf[...] = f
+    assert _diff(want, fused.detect(staged), 0.3, 0.5).ok(1e-4)
+    assert len(fused._fused) == 1
+    # another size set: another entry; a batch the fixed engine cannot take: unfused
+    assert len(fused.detect(sim_frames[3:4] + sim_frames[:1])) == 2
+    assert len(fused._fused) == 2
+    assert len(fused.detect(sim_frames[:3])) == 3
+
+
 # ---------------------------------------------------------------- CUDA only
 @CUDA
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -253,8 +253,16 @@ class GpuPreprocessor:
         if len(images) == 0:
             raise InputImageError("images: expected at least one image, got an empty list")
         frames = self.upload(images)
-        sizes = [(int(f.shape[1]), int(f.shape[0])) for f in frames]
-        transforms = self.plan(sizes)
+        transforms = self.plan([(int(f.shape[1]), int(f.shape[0])) for f in frames])
+        return self.letterbox(frames, transforms, out), transforms
+
+    def letterbox(
+        self, frames: Sequence[Any], transforms: Sequence[ImageTransform], out: Any = None
+    ) -> Any:
+        """Frames already on the device ((h, w, 3) uint8 tensors) into the batch
+        tensor as `transforms` place them (device work only: no host copy and
+        no synchronisation once a geometry was seen, so it can be captured in a
+        CUDA graph together with the model)."""
         bw, bh = transforms[0].input_size
         batch = self._buffer(len(frames), bh, bw, out)
         # images of one size and placement are resized together
@@ -268,7 +276,11 @@ class GpuPreprocessor:
             else:
                 stack = self._torch.stack([frames[i] for i in members])
             self._write(batch, members, self.resize(stack, rh, rw), (left, top, rw, rh))
-        return batch, transforms
+        return batch
+
+    def host_tensor(self, index: int) -> Any:
+        """The pinned torch tensor behind `host_buffer(index, ...)`."""
+        return self._host[index]
 
     def _write(
         self, batch: Any, members: list[int], resized: Any, region: tuple[int, int, int, int]

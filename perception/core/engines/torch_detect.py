@@ -38,10 +38,10 @@ import numpy as np
 from perception.core.decoders import Decoder, resolve_layout
 from perception.core.detector import ImageFailure, StageTimings
 from perception.core.engines.torch_engine import TorchEngine
-from perception.core.errors import InputImageError, ModelLayoutError
+from perception.core.errors import EngineError, InputImageError, ModelLayoutError
 from perception.core.gpu_preprocess import GpuPreprocessor
 from perception.core.nms import batched_nms
-from perception.core.preprocess import ImageTransform, PreprocessSpec
+from perception.core.preprocess import ImageTransform, PreprocessSpec, check_image
 from perception.core.types import Detections
 
 __all__ = ["MAX_GPU_NMS", "GpuCandidates", "TorchDetector", "decode_yolov8_torch", "nms_torch"]
@@ -198,6 +198,12 @@ class TorchDetector:
             `last_timings` splits the time by stage (benchmarks); otherwise
             only the total is exact and preprocessing/inference are what the
             host spent issuing them.
+        fuse: on CUDA, capture the frames' upload (from page-locked buffers
+            of the detector's own, `staging`), the preprocessing and the
+            model as one CUDA graph per set of frame sizes (at most
+            `max_fused`, the oldest dropped): one replay per batch instead of
+            some twenty small launches before the model's. numpy frames
+            only; anything else takes the unfused path.
 
     Only YOLOv8/YOLO11 detect models (`[B, 4+nc, N]`); others raise
     ModelLayoutError (use `Detector`). Not thread-safe.
@@ -223,6 +229,8 @@ class TorchDetector:
         preprocess: PreprocessSpec | None = None,
         postprocess: Literal["gpu", "cpu"] = "gpu",
         sync_stages: bool = False,
+        fuse: bool = False,
+        max_fused: int = 4,
     ) -> None:
         if postprocess not in ("gpu", "cpu"):
             raise ValueError(f"postprocess: expected 'gpu' or 'cpu', got {postprocess!r}")
@@ -271,6 +279,9 @@ class TorchDetector:
         self.last_timings = StageTimings()
         self.last_path = ""
         self._torch = _torch()
+        self.fuse = bool(fuse) and engine.device.type == "cuda"
+        self._max_fused = max(1, int(max_fused))
+        self._fused: dict[tuple[Any, ...], _Fused] = {}
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -337,11 +348,16 @@ class TorchDetector:
             sizes = [(int(im.shape[1]), int(im.shape[0])) for im in images]
             transforms = self.preprocessor.plan(sizes)
             bw, bh = transforms[0].input_size
-            target = self.engine.input_buffer((n, 3, bh, bw))
-            batch, transforms = self.preprocessor(images, out=target)
-            self._sync()
-            t1 = time.perf_counter()
-            outputs = self.engine.infer_tensor(batch)
+            fused = self._fused_entry(images, sizes, transforms) if self.fuse else None
+            if fused is not None:
+                t1 = time.perf_counter()
+                outputs = fused.run(images)
+            else:
+                target = self.engine.input_buffer((n, 3, bh, bw))
+                batch, transforms = self.preprocessor(images, out=target)
+                self._sync()
+                t1 = time.perf_counter()
+                outputs = self.engine.infer_tensor(batch)
             self._sync()
             t2 = time.perf_counter()
             out = outputs[self.layout.output_index]
@@ -363,6 +379,56 @@ class TorchDetector:
             (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, batch_size=n
         )
         return results
+
+    def staging(self, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """(fuse) The page-locked (h, w, 3) uint8 buffers the fused graph for
+        frames of these (w, h) sizes uploads from, creating it: decode frames
+        straight into them to skip the copy (then pass these arrays to
+        `detect`). Write the next frames only after `detect` returned."""
+        if not self.fuse:
+            raise EngineError("staging buffers exist only with fuse=True on CUDA")
+        transforms = self.preprocessor.plan(list(sizes))
+        fake = [np.empty((h, w, 3), np.uint8) for w, h in sizes]
+        entry = self._fused_entry(fake, list(sizes), transforms)
+        if entry is None:
+            raise EngineError(f"no fused graph for {len(sizes)} frames with this engine")
+        return entry.hosts
+
+    def _fused_entry(
+        self, images: Sequence[Any], sizes: list[tuple[int, int]], transforms: list[ImageTransform]
+    ) -> _Fused | None:
+        """The fused graph for these frame sizes (captured on first use), or
+        None when the batch cannot take that path."""
+        torch = self._torch
+        n = len(images)
+        fixed = self.engine.info.input_shape[0]
+        if (fixed > 0 and fixed != n) or not all(isinstance(i, np.ndarray) for i in images):
+            return None
+        bw, bh = transforms[0].input_size
+        key = (tuple(sizes), bh, bw)
+        entry = self._fused.get(key)
+        if entry is None:
+            device = self.engine.device
+            pinned = self.preprocessor.pinned
+            host_t = [
+                torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=pinned) for w, h in sizes
+            ]
+            frames = [torch.empty((h, w, 3), dtype=torch.uint8, device=device) for w, h in sizes]
+            batch = torch.empty((n, 3, bh, bw), dtype=self.engine.dtype, device=device)
+            pre = self.preprocessor
+            tfs = list(transforms)
+
+            def make_input() -> Any:
+                for dev, host in zip(frames, host_t, strict=True):
+                    dev.copy_(host, non_blocking=True)
+                return pre.letterbox(frames, tfs, out=batch)
+
+            runner = self.engine.capture_pipeline(make_input)
+            if len(self._fused) >= self._max_fused:
+                self._fused.pop(next(iter(self._fused)))
+            hosts = [h.numpy() for h in host_t]
+            entry = self._fused[key] = _Fused(torch, hosts, runner, device.type == "cuda")
+        return entry
 
     def _post_gpu(
         self,
@@ -480,6 +546,29 @@ class TorchDetector:
 
     def __call__(self, images: Sequence[Any]) -> list[Detections]:
         return self.detect(images)
+
+
+class _Fused:
+    """A captured upload + preprocessing + model graph and its pinned inputs."""
+
+    def __init__(self, torch: Any, hosts: list[np.ndarray], runner: Any, cuda: bool) -> None:
+        self.hosts = hosts
+        self.runner = runner
+        self._done = torch.cuda.Event() if cuda else None
+        if self._done is not None:
+            self._done.record()
+
+    def run(self, images: Sequence[np.ndarray]) -> list[Any]:
+        if self._done is not None:
+            self._done.synchronize()  # the last replay has read the pinned buffers
+        for i, (host, img) in enumerate(zip(self.hosts, images, strict=True)):
+            check_image(img, i)
+            if host.ctypes.data != img.ctypes.data:
+                np.copyto(host, img)
+        outs: list[Any] = self.runner(self.runner.static_input)
+        if self._done is not None:
+            self._done.record()
+        return outs
 
 
 def _target(imgsz: int | tuple[int, int] | None, meta: Mapping[str, str]) -> tuple[int, int]:

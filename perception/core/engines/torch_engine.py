@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -471,6 +471,25 @@ class TorchEngine(Engine):
             self._graphs.pop(next(iter(self._graphs)))
         self._graphs[key] = runner
         return runner
+
+    def capture_pipeline(self, make_input: Callable[[], Any]) -> CudaGraphRunner:
+        """One CUDA graph of `make_input()` (device work producing the model
+        input, e.g. uploading frames from pinned buffers and letterboxing
+        them) followed by the model. Replay with `runner(runner.static_input)`;
+        the outputs are the graph's buffers. CUDA only."""
+        torch = self._torch
+        module = self._module
+        if module is None or self._device.type != "cuda":
+            raise EngineError(f"{self._info.name}: capture_pipeline needs an open CUDA engine")
+        dtype = self._dtype
+
+        def run(_: Any) -> list[Any]:
+            x = make_input()
+            out: list[Any] = flatten_outputs(module(x if x.dtype == dtype else x.to(dtype)))[0]
+            return out
+
+        with torch.no_grad(), self._math():
+            return CudaGraphRunner(torch, run, torch.zeros(1, device=self._device))
 
     def input_buffer(self, shape: Sequence[int]) -> Any | None:
         """The input tensor of the CUDA graph captured for `shape` (captured
