@@ -664,3 +664,134 @@ def test_unread_pulled_samples_do_not_make_the_executor_spin(ros_context, execut
     assert events, "the incompatible-QoS event never reached the pulled subscription's callback"
     node.destroy_publisher(best_effort)
     node.destroy_node()
+
+
+def _png_declaring(width: int, height: int, idat_bytes: int) -> bytes:
+    """A PNG whose header declares width x height (8-bit grey) followed by
+    `idat_bytes` of zlib data: what a decompression bomb looks like from the
+    outside (its header is all the node may read of it)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (width + 1) * 64, 9)[:idat_bytes] if idat_bytes else b""
+    idat = idat.ljust(idat_bytes, b"\0")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.ros
+def test_compressed_bombs_are_refused_against_their_camera_and_spare_the_other(tmp_path):
+    """The issue's findings over topics: a 48 KB PNG declaring 20000x20000 at
+    2 Hz and a 68-byte PNG declaring 65535x65535 at ~300 Hz on one camera's
+    compressed topic. Before, the first cut the good camera from 10 Hz to
+    0.45 Hz and pushed the node to gigabytes, the second halved it and was
+    counted only as engine errors. Now both are refused from their header
+    (before any decoding or allocation), counted against the attacking camera
+    (error.too_large), and the good camera keeps >= 90 % of its frames."""
+    pytest.importorskip("vision_msgs.msg")
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import Detection2DArray
+
+    from perception.ros.conversions import stamp_to_ns
+    from perception.ros.testing import NodeProcess, isolated_context, make_executor, spin_until
+    from perception.ros.tools.load_publisher import build_frame
+
+    big, tiny = _png_declaring(20000, 20000, 48_000), _png_declaring(65535, 65535, 0)
+    assert 45_000 < len(big) < 50_000 and len(tiny) <= 68, (len(big), len(tiny))
+    params = {
+        "perception.node_type": "detector",
+        "camera_names": ["good", "bad"],
+        "max_age_ms": 500.0,
+        "overlay": False,
+        "diagnostics_period_s": 0.5,
+        "cameras.good.topic": "/bombs/good/image_raw",
+        "cameras.good.qos.reliability": "reliable",
+        "cameras.bad.topic": "/bombs/bad/image_raw",
+        "cameras.bad.transport": "compressed",
+        "cameras.bad.qos.reliability": "reliable",
+        **_trivial_model(tmp_path),
+    }
+    config = tmp_path / "bombs.yaml"
+    config.write_text(yaml.safe_dump({"bomb_detector": {"ros__parameters": params}}))
+    template = bytearray(build_frame(640, 360, frame_id="good"))
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    with isolated_context() as ctx:
+        executor = make_executor(ctx)
+        probe = Node("bomb_probe", context=ctx)
+        executor.add_node(probe)
+        sent: list[tuple[float, int]] = []
+        out: set[int] = set()
+        diags: list = []
+        probe.create_subscription(
+            Detection2DArray,
+            "/bomb_detector/good/detections",
+            lambda m: out.add(stamp_to_ns(m.header.stamp)),
+            reliable,
+        )
+        probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+        pub = probe.create_publisher(Image, "/bombs/good/image_raw", reliable)
+        bad = probe.create_publisher(CompressedImage, "/bombs/bad/image_raw/compressed", reliable)
+        attacking = [False]
+        ticks = [0]
+
+        def send_good() -> None:
+            now = time.time_ns()
+            struct.pack_into("<iI", template, 4, *divmod(now, 1_000_000_000))
+            pub.publish(bytes(template))
+            sent.append((time.monotonic(), now))
+
+        def send_bad() -> None:  # every 50 ms: 15 tiny (300 Hz), and a big one every 0.5 s
+            if not attacking[0]:
+                return
+            ticks[0] += 1
+            msg = CompressedImage(format="png", data=tiny)
+            msg.header.stamp.sec = ticks[0]
+            for _ in range(15):
+                bad.publish(msg)
+            if ticks[0] % 10 == 0:
+                bad.publish(CompressedImage(format="png", data=big))
+
+        probe.create_timer(0.1, send_good)
+        probe.create_timer(0.05, send_bad)
+        detector = NodeProcess([sys.executable, "-m", "perception.ros.run_config", str(config)])
+
+        def check_alive() -> None:
+            assert detector.alive(), f"detector died:\n{detector.output()[-3000:]}"
+
+        def served_over(seconds: float) -> tuple[float, int]:
+            t0 = time.monotonic()
+            spin_until(executor, lambda: False, timeout_s=seconds, on_step=check_alive)
+            t1 = time.monotonic()
+            spin_until(executor, lambda: False, timeout_s=1.0)
+            stamps = [st for t, st in sent if t0 <= t < t1]
+            return sum(st in out for st in stamps) / max(len(stamps), 1), len(stamps)
+
+        try:
+            assert spin_until(executor, lambda: len(out) >= 5, timeout_s=90, on_step=check_alive)
+            alone, n_alone = served_over(5.0)
+            attacking[0] = True
+            attacked, n_attacked = served_over(6.0)
+            n = len(diags)
+            assert spin_until(executor, lambda: len(diags) > n + 1, timeout_s=10)
+            values = _camera_values(diags, "/bomb_detector")
+            check_alive()
+        finally:
+            detector.stop()
+            probe.destroy_node()
+            executor.shutdown()
+    bad_values, good = values["bad"], values["good"]
+    print(
+        f"good camera frames out: {alone:.0%} alone ({n_alone} sent), {attacked:.0%} under "
+        f"the bombs ({n_attacked} sent); bad: {bad_values}"
+    )
+    assert n_alone >= 30 and n_attacked >= 40, (n_alone, n_attacked)
+    assert attacked >= 0.9 * alone, (attacked, alone, values)
+    assert int(bad_values.get("error.too_large", "0")) > 0, bad_values
+    assert int(bad_values["rejected"]) > 0 and int(good["rejected"]) == 0, values
