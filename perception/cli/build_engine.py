@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from perception.core.engines.base import BuildStatus
 from perception.core.engines.config import EngineConfig
 from perception.core.errors import PerceptionError
+from perception.pipeline.pipeline import engine_config
 
 __all__ = ["engine_config_of", "main"]
 
@@ -46,22 +47,9 @@ CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 def engine_config_of(model: Any) -> EngineConfig:
-    """The EngineConfig of a detector's `model.*` parameters (DetectorModelParams),
-    as `perception.pipeline.build_detector` makes it for the node."""
-    return EngineConfig.from_mapping(
-        {
-            "model_path": model.path,
-            "runtime": model.runtime,
-            "device": model.device,
-            "precision": model.precision,
-            "cache_dir": model.cache_dir,
-            "fallback": model.fallback_runtime,
-            "fallback_model_path": model.fallback_model_path,
-            "build_input_shape": list(model.build_input_shape),
-            "threads": model.threads,
-            "graph_rewrites": model.graph_rewrites,
-        }
-    )
+    """The EngineConfig of a detector's `model.*` parameters, exactly as the
+    node builds it (`perception.pipeline.engine_config`)."""
+    return engine_config(model)
 
 
 def _configs_from_file(path: Path, overrides: list[str]) -> list[tuple[str, EngineConfig]]:

@@ -21,11 +21,32 @@ from typing import Any
 
 from perception.core.decoders import DEFAULT_LABELS_MAX_BYTES, load_labels
 from perception.core.detector import Detector
+from perception.core.engines.config import EngineConfig
 from perception.pipeline.detection import DetectionStage
 from perception.pipeline.fusion import FusionStage
 from perception.pipeline.types import CameraFrame, CameraResult
 
-__all__ = ["Pipeline", "build_detector"]
+__all__ = ["Pipeline", "build_detector", "engine_config"]
+
+
+def engine_config(model: Any) -> EngineConfig:
+    """The EngineConfig of a detector's `model.*` parameters (`DetectorModelParams`
+    or anything with the same attributes): what the node, replay and
+    `perception build-engine` build and look up in the engine cache."""
+    return EngineConfig.from_mapping(
+        {
+            "model_path": model.path,
+            "runtime": model.runtime,
+            "device": model.device,
+            "precision": model.precision,
+            "cache_dir": model.cache_dir,
+            "fallback": model.fallback_runtime,
+            "fallback_model_path": model.fallback_model_path,
+            "build_input_shape": list(model.build_input_shape),
+            "threads": model.threads,
+            "graph_rewrites": model.graph_rewrites,
+        }
+    )
 
 
 def build_detector(
@@ -48,25 +69,11 @@ def build_detector(
     imgsz, class_names); the engine is closed if the detector cannot be made.
     `model.labels_max_bytes` bounds the labels file.
     """
-    from perception.core.engines.config import EngineConfig
     from perception.core.engines.factory import create_engine
 
     if not model.path:
         raise ValueError("model.path: expected a model file, got ''")
-    config = EngineConfig.from_mapping(
-        {
-            "model_path": model.path,
-            "runtime": model.runtime,
-            "device": model.device,
-            "precision": model.precision,
-            "cache_dir": model.cache_dir,
-            "fallback": model.fallback_runtime,
-            "fallback_model_path": model.fallback_model_path,
-            "build_input_shape": list(model.build_input_shape),
-            "threads": model.threads,
-            "graph_rewrites": model.graph_rewrites,
-        }
-    )
+    config = engine_config(model)
     labels_max_bytes = int(getattr(model, "labels_max_bytes", DEFAULT_LABELS_MAX_BYTES))
     if model.labels_file:
         load_labels(model.labels_file, labels_max_bytes)  # refused before a long engine build
