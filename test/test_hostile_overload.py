@@ -347,6 +347,49 @@ def _camera_values(diags: list, node_name: str) -> dict[str, dict[str, str]]:
     return out
 
 
+class _GoodCamera:
+    """The well-behaved camera of the over-topics tests: 640x360 frames at
+    10 Hz stamped with the wall clock, and which of them came out of the
+    detector as detections."""
+
+    def __init__(self, probe, detector: str, topic: str, pub_qos) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from vision_msgs.msg import Detection2DArray
+
+        from perception.ros.conversions import stamp_to_ns
+        from perception.ros.tools.load_publisher import build_frame
+
+        self.template = bytearray(build_frame(640, 360, frame_id="good"))
+        self.sent: list[tuple[float, int]] = []  # (send time, stamp)
+        self.out: set[int] = set()
+        probe.create_subscription(
+            Detection2DArray,
+            f"/{detector}/good/detections",
+            lambda m: self.out.add(stamp_to_ns(m.header.stamp)),
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        self.pub = probe.create_publisher(Image, topic, pub_qos)
+        probe.create_timer(0.1, self.send)
+
+    def send(self) -> None:
+        now = time.time_ns()
+        struct.pack_into("<iI", self.template, 4, *divmod(now, 1_000_000_000))
+        self.pub.publish(bytes(self.template))
+        self.sent.append((time.monotonic(), now))
+
+    def served_over(self, executor, seconds: float, on_step) -> tuple[float, int]:
+        """Share of the good frames sent in the next `seconds` that came out, and their count."""
+        from perception.ros.testing import spin_until
+
+        t0 = time.monotonic()
+        spin_until(executor, lambda: False, timeout_s=seconds, on_step=on_step)
+        t1 = time.monotonic()
+        spin_until(executor, lambda: False, timeout_s=1.0)  # the last ones' outputs
+        stamps = [st for t, st in self.sent if t0 <= t < t1]
+        return sum(st in self.out for st in stamps) / max(len(stamps), 1), len(stamps)
+
+
 @pytest.mark.ros
 def test_a_camera_flooding_large_frames_does_not_starve_the_other(tmp_path, monkeypatch):
     """good: 640x360 at 10 Hz, sent by this test; flood: 1920x1080 in bursts of
@@ -362,12 +405,8 @@ def test_a_camera_flooding_large_frames_does_not_starve_the_other(tmp_path, monk
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from vision_msgs.msg import Detection2DArray
 
-    from perception.ros.conversions import stamp_to_ns
     from perception.ros.testing import NodeProcess, isolated_context, make_executor, spin_until
-    from perception.ros.tools.load_publisher import build_frame
 
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "0"}
     for k, v in env.items():  # this process too: its participant is made below
@@ -385,32 +424,15 @@ def test_a_camera_flooding_large_frames_does_not_starve_the_other(tmp_path, monk
         params[f"cameras.{cam}.qos.reliability"] = "reliable"
     config = tmp_path / "overload.yaml"
     config.write_text(yaml.safe_dump({"overload_detector": {"ros__parameters": params}}))
-    template = bytearray(build_frame(640, 360, frame_id="good"))
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     with isolated_context() as ctx:
         executor = make_executor(ctx)
         probe = Node("overload_probe", context=ctx)
         executor.add_node(probe)
-        sent: list[tuple[float, int]] = []  # (send time, stamp)
-        out: set[int] = set()
         diags: list = []
-        probe.create_subscription(
-            Detection2DArray,
-            "/overload_detector/good/detections",
-            lambda m: out.add(stamp_to_ns(m.header.stamp)),
-            reliable,
-        )
         probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
-        pub = probe.create_publisher(Image, "/overload/good/image_raw", QoSProfile(
-            depth=1, reliability=ReliabilityPolicy.RELIABLE))  # fmt: skip
-
-        def send_good() -> None:
-            now = time.time_ns()
-            struct.pack_into("<iI", template, 4, *divmod(now, 1_000_000_000))
-            pub.publish(bytes(template))
-            sent.append((time.monotonic(), now))
-
-        probe.create_timer(0.1, send_good)
+        good_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        good_cam = _GoodCamera(probe, "overload_detector", "/overload/good/image_raw", good_qos)
+        out = good_cam.out
         detector = NodeProcess(
             [sys.executable, "-m", "perception.ros.run_config", str(config)], env=env
         )
@@ -420,13 +442,7 @@ def test_a_camera_flooding_large_frames_does_not_starve_the_other(tmp_path, monk
             assert detector.alive(), f"detector died:\n{detector.output()[-3000:]}"
 
         def served_over(seconds: float) -> tuple[float, int]:
-            """Share of the good frames sent in the next `seconds` that came out."""
-            t0 = time.monotonic()
-            spin_until(executor, lambda: False, timeout_s=seconds, on_step=check_alive)
-            t1 = time.monotonic()
-            spin_until(executor, lambda: False, timeout_s=1.0)  # the last ones' outputs
-            stamps = [st for t, st in sent if t0 <= t < t1]
-            return sum(st in out for st in stamps) / max(len(stamps), 1), len(stamps)
+            return good_cam.served_over(executor, seconds, check_alive)
 
         try:
             assert spin_until(executor, lambda: len(out) >= 5, timeout_s=90, on_step=check_alive), (
@@ -696,12 +712,9 @@ def test_compressed_bombs_are_refused_against_their_camera_and_spare_the_other(t
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CompressedImage, Image
-    from vision_msgs.msg import Detection2DArray
+    from sensor_msgs.msg import CompressedImage
 
-    from perception.ros.conversions import stamp_to_ns
     from perception.ros.testing import NodeProcess, isolated_context, make_executor, spin_until
-    from perception.ros.tools.load_publisher import build_frame
 
     big, tiny = _png_declaring(20000, 20000, 48_000), _png_declaring(65535, 65535, 0)
     assert 45_000 < len(big) < 50_000 and len(tiny) <= 68, (len(big), len(tiny))
@@ -720,32 +733,18 @@ def test_compressed_bombs_are_refused_against_their_camera_and_spare_the_other(t
     }
     config = tmp_path / "bombs.yaml"
     config.write_text(yaml.safe_dump({"bomb_detector": {"ros__parameters": params}}))
-    template = bytearray(build_frame(640, 360, frame_id="good"))
     reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     with isolated_context() as ctx:
         executor = make_executor(ctx)
         probe = Node("bomb_probe", context=ctx)
         executor.add_node(probe)
-        sent: list[tuple[float, int]] = []
-        out: set[int] = set()
         diags: list = []
-        probe.create_subscription(
-            Detection2DArray,
-            "/bomb_detector/good/detections",
-            lambda m: out.add(stamp_to_ns(m.header.stamp)),
-            reliable,
-        )
         probe.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
-        pub = probe.create_publisher(Image, "/bombs/good/image_raw", reliable)
+        good_cam = _GoodCamera(probe, "bomb_detector", "/bombs/good/image_raw", reliable)
+        out = good_cam.out
         bad = probe.create_publisher(CompressedImage, "/bombs/bad/image_raw/compressed", reliable)
         attacking = [False]
         ticks = [0]
-
-        def send_good() -> None:
-            now = time.time_ns()
-            struct.pack_into("<iI", template, 4, *divmod(now, 1_000_000_000))
-            pub.publish(bytes(template))
-            sent.append((time.monotonic(), now))
 
         def send_bad() -> None:  # every 50 ms: 15 tiny (300 Hz), and a big one every 0.5 s
             if not attacking[0]:
@@ -758,7 +757,6 @@ def test_compressed_bombs_are_refused_against_their_camera_and_spare_the_other(t
             if ticks[0] % 10 == 0:
                 bad.publish(CompressedImage(format="png", data=big))
 
-        probe.create_timer(0.1, send_good)
         probe.create_timer(0.05, send_bad)
         detector = NodeProcess([sys.executable, "-m", "perception.ros.run_config", str(config)])
 
@@ -766,12 +764,7 @@ def test_compressed_bombs_are_refused_against_their_camera_and_spare_the_other(t
             assert detector.alive(), f"detector died:\n{detector.output()[-3000:]}"
 
         def served_over(seconds: float) -> tuple[float, int]:
-            t0 = time.monotonic()
-            spin_until(executor, lambda: False, timeout_s=seconds, on_step=check_alive)
-            t1 = time.monotonic()
-            spin_until(executor, lambda: False, timeout_s=1.0)
-            stamps = [st for t, st in sent if t0 <= t < t1]
-            return sum(st in out for st in stamps) / max(len(stamps), 1), len(stamps)
+            return good_cam.served_over(executor, seconds, check_alive)
 
         try:
             assert spin_until(executor, lambda: len(out) >= 5, timeout_s=90, on_step=check_alive)
