@@ -55,13 +55,10 @@ from perception.ros.params import (
     on_set_validator,
     param_changes,
     specs_of,
-    tracker_param_specs,
 )
 from perception.ros.runner import run_node
 
-# tracker_param_specs: re-exported for callers that still import it from here;
-# new code imports it (or TrackerParams) from perception.ros.params / perception.config.
-__all__ = ["TrackerNode", "main", "tracker_param_specs"]
+__all__ = ["TrackerNode", "main"]
 
 PREFIX = "tracker."
 
