@@ -570,6 +570,10 @@ class TrackerParams(TrackerConfigMixin):
     init_vel_noise: float = 1.0
     #: Assignment solver: lap (lap.lapjv) or scipy (scipy.optimize.linear_sum_assignment).
     solver: Literal["lap", "scipy"] = "lap"
+    #: Where the images are at hand (detector node, pipeline): estimate each camera's global motion
+    #: between its processed frames (sparse optical flow, RANSAC similarity) and move the tracks by
+    #: it before matching; for moving cameras. The tracker node (boxes only) ignores it.
+    camera_motion_compensation: bool = False
 
     @classmethod
     def _from_resolved(cls, v: Mapping[str, Any]) -> TrackerParams:
@@ -598,6 +602,7 @@ class TrackerParams(TrackerConfigMixin):
             init_pos_noise=v["init_pos_noise"],
             init_vel_noise=v["init_vel_noise"],
             solver=v["solver"],
+            camera_motion_compensation=v["camera_motion_compensation"],
         )
 
 

@@ -32,6 +32,7 @@ from perception.core.errors import InputImageError
 from perception.core.frames import LatestFrameSlots
 from perception.core.preprocess import check_image
 from perception.core.stats import LatencyStats, RateMeter
+from perception.core.tracking.cmc import CameraMotionEstimator
 from perception.core.tracking.config import TrackerConfig
 from perception.core.tracking.tracker import Tracker
 from perception.core.types import Detections
@@ -74,6 +75,8 @@ class DetectionStage:
         self._lost: dict[str, int] = {c: 0 for c in self.cameras}
         self._tracker_config = tracker
         self._trackers: dict[str, Tracker] = {}
+        # per camera, when tracker.camera_motion_compensation is on
+        self._motion: dict[str, CameraMotionEstimator] = {}
         self._lock = threading.Lock()  # trackers vs. run-time config changes
 
     # ------------------------------------------------------------ settings
@@ -93,10 +96,17 @@ class DetectionStage:
             self._tracker_config = config
             for t in self._trackers.values():
                 t.set_config(config)
+            if not config.camera_motion_compensation:
+                self._motion.clear()
 
     def tracker(self, camera: str) -> Tracker | None:
         """The 2D tracker of `camera` (None before its first frame or without tracking)."""
         return self._trackers.get(camera)
+
+    def camera_motion(self, camera: str) -> CameraMotionEstimator | None:
+        """The camera motion estimator of `camera` (None unless
+        tracker.camera_motion_compensation is on and a frame was tracked)."""
+        return self._motion.get(camera)
 
     # --------------------------------------------------------------- input
     def submit(self, frame: CameraFrame) -> None:
@@ -195,7 +205,7 @@ class DetectionStage:
             tracks = None
             if self.tracking:
                 try:
-                    tracks = self._track(f.camera, det)
+                    tracks = self._track(f.camera, det, img)
                 except Exception as exc:  # this camera's tracker only
                     self._drop(f, "tracking_error", f"{type(exc).__name__}: {exc}")
                     continue
@@ -223,14 +233,29 @@ class DetectionStage:
             )
         return out
 
-    def _track(self, camera: str, det: Detections) -> Detections:
+    def _track(self, camera: str, det: Detections, image: np.ndarray) -> Detections:
         with self._lock:
             tracker = self._trackers.get(camera)
             if tracker is None:
                 tracker = Tracker(self._tracker_config)
                 self._trackers[camera] = tracker
-            # rejects bad rows and stamps before any state change
-            return tracker.update(det)
+            cfg = tracker.config
+            if not cfg.camera_motion_compensation:
+                # rejects bad rows and stamps before any state change
+                return tracker.update(det)
+            # Motion between this camera's processed frames (skipped ones
+            # included in the step): depends on the pixels only.
+            motion = self._motion.get(camera)
+            if motion is None:
+                motion = self._motion[camera] = CameraMotionEstimator()
+            affine = motion.estimate(image, det.xyxy)
+            accepted = tracker.stats.frames
+            out = tracker.update(det, camera_motion=affine)
+            if tracker.stats.frames == accepted:
+                # a rejected frame: the tracks are still in the pixels of the
+                # last accepted one, so the next estimate must not chain on it
+                motion.reset()
+            return out
 
     def step(self, now_ns: int | None = None) -> list[CameraResult]:
         """`take` then `process`; an engine failure is counted (`batch_errors`,

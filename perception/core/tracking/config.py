@@ -78,6 +78,11 @@ class TrackerConfig:
         init_vel_noise: initial velocity std, fraction of size per second.
         solver: assignment solver: "lap" (lap.lapjv) or "scipy"
             (scipy.optimize.linear_sum_assignment).
+        camera_motion_compensation: where the images are at hand (the detector
+            node / pipeline), estimate each camera's global motion between its
+            processed frames (cmc.CameraMotionEstimator) and move the tracks by
+            it before matching; needed for moving cameras. The tracker node
+            (boxes only) cannot and ignores it.
     """
 
     high_score: float = 0.5
@@ -104,6 +109,7 @@ class TrackerConfig:
     init_pos_noise: float = 0.1
     init_vel_noise: float = 1.0
     solver: Solver = "lap"
+    camera_motion_compensation: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):

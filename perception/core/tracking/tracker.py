@@ -35,6 +35,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from perception.core.tracking.cmc import affine_scale, warp_boxes_cxcywh
 from perception.core.tracking.config import TrackerConfig
 from perception.core.tracking.kalman import (
     KalmanState,
@@ -197,6 +198,13 @@ def _extras(
     return masks, keypoints, obb
 
 
+def _check_affine(camera_motion: np.ndarray) -> np.ndarray:
+    a = np.asarray(camera_motion, np.float64)
+    if a.shape != (2, 3) or not np.isfinite(a).all():
+        raise ValueError(f"camera_motion: expected a finite 2x3 affine, got shape {a.shape}")
+    return a
+
+
 def _box(row: np.ndarray) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = (float(c) for c in row)
     return x1, y1, x2, y2
@@ -289,16 +297,23 @@ class Tracker:
             ),
         )
 
-    def update(self, det: Detections) -> Detections:
+    def update(self, det: Detections, camera_motion: np.ndarray | None = None) -> Detections:
         """Track one frame. Returns the confirmed tracks seen in it (their
         detections, in input order, bad rows dropped; filtered boxes when
         `output_filtered`), then lost tracks within `output_lost_s` at their
         predicted boxes; `track_ids` set. A rejected frame returns no boxes.
         Masks, keypoints and oriented boxes (segmentation, pose, obb models)
         are those of each row's matched detection (see `_extras` for lost
-        tracks), so mask-based 3D and drawing work on tracks too."""
+        tracks), so mask-based 3D and drawing work on tracks too.
+
+        `camera_motion` (optional, 2x3 affine) maps pixels of the previous
+        accepted frame of this camera onto this one (see cmc.py); the tracks
+        are moved by it before prediction, so a moving camera does not read
+        as object motion. A non-finite or malformed affine is an error (raised
+        before any state change)."""
         if not isinstance(det, Detections):
             raise TypeError(f"det: expected Detections, got {type(det).__name__}")
+        affine = None if camera_motion is None else _check_affine(camera_motion)
         cfg = self._cfg
         stats = self.stats
         stamp = det.stamp_ns
@@ -342,12 +357,14 @@ class Tracker:
             self._nominal_dt = dt if self._nominal_dt is None else 0.9 * self._nominal_dt + 0.1 * dt
         self._last_stamp = stamp
 
-        # ---- 2. drop tracks unseen for too long (before they can match), then
-        # predict every other track to this stamp.
+        # ---- 2. drop tracks unseen for too long (before they can match), move
+        # the others by the camera's motion, then predict them to this stamp.
         if len(self):
             expired = stamp - self._seen_ns > int(cfg.max_lost_s * _NS)
             if expired.any():
                 self._compact(~expired)
+        if affine is not None and len(self) and not reset:
+            self._warp(affine)
         n_tracks = len(self)
         kf = self._kf
         if n_tracks and dt > 0.0:
@@ -534,6 +551,25 @@ class Tracker:
         if r.size:
             track_det[tracks[r]] = dets[c]
             used[dets[c]] = True
+
+    def _warp(self, affine: np.ndarray) -> None:
+        """Move every track (filter state, state at the last observation and
+        the last observation itself) by a camera motion: centres through the
+        affine, velocities through its linear part, sizes and covariances by
+        its scale (the covariance stays per axis: the rotation between two
+        frames is small)."""
+        lin = affine[:, :2]
+        s = affine_scale(affine)
+        for st in (self._kf, self._saved):
+            st.x[:, :2] = st.x[:, :2] @ lin.T + affine[:, 2]
+            st.x[:, 2:] *= s
+            st.v[:, :2] = st.v[:, :2] @ lin.T
+            st.v[:, 2:] *= s
+            s2 = s * s
+            st.pxx *= s2
+            st.pxv *= s2
+            st.pvv *= s2
+        self._obs = warp_boxes_cxcywh(self._obs, affine)
 
     def _reupdate(self, idx: np.ndarray, z: np.ndarray, stamp: int) -> None:
         """OC-SORT observation-centric re-update: restart each re-found track
