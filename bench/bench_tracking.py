@@ -1,24 +1,40 @@
 #!/usr/bin/env python3
-"""Tracking benchmark: this package's tracker vs boxmot ByteTrack and OcSort,
-side by side in one run on the same detections.
+"""Tracking benchmark: this package's tracker vs boxmot ByteTrack, OC-SORT and
+BoT-SORT, side by side in one run on the same detections.
 
-* Accuracy: TUD-Campus and TUD-Stadtmitte from the motmetrics wheel; the boxes
-  of `test.txt` (ids dropped, score 1.0) are the detections; MOTA, IDF1 and ID
-  switches against `gt.txt` at IoU 0.5 (motmetrics).
+* Synthetic accuracy (perception/sim/mot.py): six families of generated
+  sequences (crowd, occlusion, dropped, ego, approach, noisy), several seeds
+  each, from a fixed split: `--split heldout` (default, the numbers to report)
+  or `--split tune` (the only split to tune on). MOTA, IDF1 and ID switches
+  per sequence (motmetrics, IoU 0.5, gt rows with visibility >= 0.1), averaged
+  over the seeds of each family.
+* TUD-Campus and TUD-Stadtmitte from the motmetrics wheel: the boxes of
+  `test.txt` (ids dropped, score 1.0) are the detections.
 * Speed: median per-frame `update()` time on generated scenes with 3-10 boxes
-  and with 200 boxes per frame (and on the TUD frames), same arrays for all.
+  and with 200 boxes per frame (and on every accuracy sequence).
+
+Time steps: our tracker gets each frame's capture stamp (`stamp_ns`), boxmot
+gets the frames in order. Camera motion (ego family only; the camera is
+static elsewhere): BoT-SORT runs its own CMC (default `ecc`) on the rendered
+images; ours gets `camera_motion` from `perception.core.tracking.cmc`'s
+estimator on the same images, when the tracker has that input (detected at
+run time; `--cmc truth` feeds the true affine instead, `--cmc off` nothing).
+BoT-SORT runs motion-only (`use_embeddings=False`).
 
 Our side runs in the project venv; boxmot runs in its own venv
 (bench/setup_bench_tracking.sh) as a subprocess of this same script in
 `--worker` mode, which never imports `perception`. Writes
-bench/results/tracking.json and prints a table.
+bench/results/tracking.json (tracking_tune.json for the tune split) and
+prints tables.
 
-    source scripts/env.sh && python bench/bench_tracking.py [--boxmot-python PATH]
+    ./dev exec python bench/bench_tracking.py [--split tune|heldout]
+        [--families crowd,ego] [--seeds 0,1] [--no-tud] [--no-speed] [--no-boxmot]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -36,6 +52,8 @@ FPS = 25.0
 IMAGE_SIZE = (640, 480)
 NS = 1_000_000_000
 TARGETS = {"small_ratio_max": 1 / 3, "large_ratio_max": 1 / 10}
+BOXMOT_TRACKERS = ("ByteTrack", "OcSort", "BotSort")
+METRICS = ("mota", "idf1", "idsw", "fp", "fn")
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -106,32 +124,110 @@ def summarize(times_s: list[float]) -> dict[str, float]:
     }
 
 
+# ---------------------------------------------------------------- synthetic jobs
+def load_sim_module():
+    """perception/sim/mot.py by path: it needs numpy only, and importing the
+    `perception.sim` package would pull in the rest of the scenario code."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_bench_sim_mot", ROOT / "perception/sim/mot.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sim_jobs(families: list[str], seeds: list[int], tmp: Path) -> dict[str, dict]:
+    """One job per (family, seed): detections, stamps, scored gt (a MOT file
+    under `tmp`) and, for the ego family, the rendered frames (an .npy there)."""
+    mot = load_sim_module()
+    jobs = {}
+    for family in families:
+        for seed in seeds:
+            seq = mot.generate(family, seed)
+            gt_path = tmp / f"{seq.name}-gt.txt"
+            np.savetxt(gt_path, seq.gt_scored()[:, :6], delimiter=",", fmt="%.3f")
+            images = None
+            if family == "ego":
+                images = tmp / f"{seq.name}-images.npy"
+                w, h = seq.image_size
+                arr = np.lib.format.open_memmap(
+                    images, mode="w+", dtype=np.uint8, shape=(seq.n_frames, h, w)
+                )
+                for k, img in enumerate(seq.images()):
+                    arr[k] = img
+                arr.flush()
+                del arr
+            jobs[seq.name] = {
+                "family": family,
+                "seed": seed,
+                "frames": [f.tolist() for f in seq.frame_detections()],
+                "stamps_ns": seq.stamps_ns.tolist(),
+                "image_size": list(seq.image_size),
+                "images": None if images is None else str(images),
+                "true_affine": seq.affine.tolist(),
+                "gt": str(gt_path),
+                "noise": seq.noise,
+                "drop_rate": seq.drop_rate,
+            }
+    return jobs
+
+
+def stamped(frames: list, fps: float) -> list[int]:
+    return [round(k * NS / fps) for k in range(len(frames))]
+
+
 # ---------------------------------------------------------------- boxmot worker
+def make_boxmot(name: str, with_images: bool):
+    """boxmot tracker `name` with default parameters; BoT-SORT motion-only,
+    with its camera-motion compensation where there are images."""
+    import boxmot
+
+    if name == "BotSort":
+        return boxmot.BotSort(use_embeddings=False, use_cmc=with_images)
+    return getattr(boxmot, name)()
+
+
 def worker(job_path: str, result_path: str) -> None:
-    """Run boxmot ByteTrack and OcSort (default parameters) on every job;
-    no `perception` import here (this runs in the boxmot venv)."""
+    """Run the boxmot trackers on every job; no `perception` import here
+    (this runs in the boxmot venv)."""
     import logging
 
     logging.disable(logging.WARNING)
     import boxmot
-    from boxmot import ByteTrack, OcSort
-
-    jobs = json.loads(Path(job_path).read_text())
-    img = np.zeros((IMAGE_SIZE[1], IMAGE_SIZE[0], 3), np.uint8)
-    result = {"boxmot_version": boxmot.__version__, "runs": {}}
     import torch
 
-    result["torch_version"] = torch.__version__
-    for name, cls in (("ByteTrack", ByteTrack), ("OcSort", OcSort)):
+    try:  # boxmot logs through loguru; keep its per-tracker INFO lines out
+        from loguru import logger
+
+        logger.remove()
+    except ImportError:
+        pass
+    jobs = json.loads(Path(job_path).read_text())
+    result = {
+        "boxmot_version": boxmot.__version__,
+        "torch_version": torch.__version__,
+        "runs": {},
+    }
+    for name in BOXMOT_TRACKERS:
         for key, job in jobs.items():
-            tracker = cls()
-            frames = [np.asarray(f, np.float32).reshape(-1, 6) for f in job["frames"]]
+            images = None if job.get("images") is None else np.load(job["images"], mmap_mode="r")
+            w, h = job.get("image_size") or IMAGE_SIZE
+            blank = np.zeros((h, w, 3), np.uint8)
+            tracker = make_boxmot(name, images is not None)
             rows, times = [], []
-            for k, dets in enumerate(frames, 1):
+            for k, frame in enumerate(job["frames"], 1):
+                dets = np.asarray(frame, np.float32).reshape(-1, 6)
+                img = (
+                    blank
+                    if images is None
+                    else np.repeat(np.array(images[k - 1])[:, :, None], 3, 2)
+                )
                 t0 = time.perf_counter()
-                out = tracker.update(dets, img)
+                out = np.asarray(tracker.update(dets, img))
                 times.append(time.perf_counter() - t0)
-                for r in np.asarray(out).reshape(-1, out.shape[1] if len(out) else 8):
+                for r in out.reshape(-1, out.shape[1] if out.size else 8):
                     rows.append(
                         [
                             k,
@@ -146,7 +242,7 @@ def worker(job_path: str, result_path: str) -> None:
     Path(result_path).write_text(json.dumps(result))
 
 
-def run_boxmot(python: Path, jobs: dict) -> dict | None:
+def run_boxmot(python: Path, jobs: dict, tmp: Path) -> dict | None:
     if not python.exists():
         print(
             f"boxmot venv not found at {python}: run bench/setup_bench_tracking.sh; "
@@ -154,57 +250,107 @@ def run_boxmot(python: Path, jobs: dict) -> dict | None:
             file=sys.stderr,
         )
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        job, res = Path(tmp) / "jobs.json", Path(tmp) / "result.json"
-        job.write_text(json.dumps(jobs))
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-        subprocess.run(
-            [str(python), str(Path(__file__).resolve()), "--worker", str(job), str(res)],
-            check=True,
-            env=env,
-            timeout=1800,
-        )
-        return json.loads(res.read_text())
+    job, res = tmp / "jobs.json", tmp / "result.json"
+    job.write_text(json.dumps({k: {**v, "true_affine": None} for k, v in jobs.items()}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    subprocess.run(
+        [str(python), str(Path(__file__).resolve()), "--worker", str(job), str(res)],
+        check=True,
+        env=env,
+        timeout=1800,
+    )
+    return json.loads(res.read_text())
 
 
 # ---------------------------------------------------------------- our side
-def run_ours(jobs: dict) -> tuple[dict, dict]:
+def cmc_support() -> tuple[bool, type | None]:
+    """Whether Tracker.update takes `camera_motion`, and the estimator class
+    (perception.core.tracking.cmc.CameraMotionEstimator) if there is one."""
+    from perception.core.tracking import Tracker
+
+    takes = "camera_motion" in inspect.signature(Tracker.update).parameters
+    try:
+        from perception.core.tracking.cmc import CameraMotionEstimator
+    except ImportError:
+        return takes, None
+    return takes, CameraMotionEstimator
+
+
+def run_ours(jobs: dict, cmc: str) -> tuple[dict, dict]:
+    """Our tracker on every job; on jobs with images also without camera
+    motion ("ours_nocmc"), to show what the compensation brings."""
     sys.path.insert(0, str(ROOT))
     import perception
     from perception.core.tracking import Tracker, TrackerConfig
     from perception.core.types import Detections
 
     cfg = TrackerConfig()
-    runs = {}
+    takes_motion, estimator_cls = cmc_support()
+    runs: dict[str, dict] = {"ours": {}, "ours_nocmc": {}}
+    cmc_times: list[float] = []
+    cmc_stats: dict[str, dict] = {}
     for key, job in jobs.items():
-        tracker = Tracker(cfg)
-        rows, times, times_build = [], [], []
-        for k, frame in enumerate(job["frames"], 1):
-            a = np.asarray(frame, np.float32).reshape(-1, 6)
-            t0 = time.perf_counter()
-            det = Detections.from_arrays(
-                a[:, :4],
-                a[:, 4],
-                a[:, 5],
-                stamp_ns=round((k - 1) * NS / job["fps"]),
-                frame_id="bench",
-                image_size=IMAGE_SIZE if key in SEQUENCES else (0, 0),
-            )
-            t1 = time.perf_counter()
-            out = tracker.update(det)
-            t2 = time.perf_counter()
-            times.append(t2 - t1)
-            times_build.append(t2 - t0)
-            for box, tid in zip(out.xywh.tolist(), out.track_ids.tolist(), strict=True):
-                rows.append([k, tid, *box])
-        runs[key] = {"rows": rows, "times": times, "times_with_build": times_build}
+        images = None if job.get("images") is None else np.load(job["images"], mmap_mode="r")
+        variants = ["ours"]
+        if images is not None and takes_motion and cmc != "off":
+            variants.append("ours_nocmc")
+        size = tuple(job["image_size"]) if job.get("image_size") else (0, 0)
+        for variant in variants:
+            use_motion = variant == "ours" and images is not None and takes_motion and cmc != "off"
+            estimator = None
+            if use_motion and cmc == "images":
+                if estimator_cls is None:
+                    use_motion = False
+                else:
+                    estimator = estimator_cls()
+            tracker = Tracker(cfg)
+            rows, times, times_build = [], [], []
+            for k, frame in enumerate(job["frames"], 1):
+                a = np.asarray(frame, np.float32).reshape(-1, 6)
+                t0 = time.perf_counter()
+                det = Detections.from_arrays(
+                    a[:, :4],
+                    a[:, 4],
+                    a[:, 5],
+                    stamp_ns=int(job["stamps_ns"][k - 1]),
+                    frame_id="bench",
+                    image_size=size,
+                )
+                kwargs = {}
+                if use_motion:
+                    if estimator is not None:
+                        c0 = time.perf_counter()
+                        kwargs["camera_motion"] = estimator.estimate(
+                            np.array(images[k - 1]), a[:, :4]
+                        )
+                        cmc_times.append(time.perf_counter() - c0)
+                    else:
+                        kwargs["camera_motion"] = np.asarray(job["true_affine"][k - 1])
+                t1 = time.perf_counter()
+                out = tracker.update(det, **kwargs)
+                t2 = time.perf_counter()
+                times.append(t2 - t1)
+                times_build.append(t2 - t0)
+                for box, tid in zip(out.xywh.tolist(), out.track_ids.tolist(), strict=True):
+                    rows.append([k, tid, *box])
+            runs[variant][key] = {"rows": rows, "times": times, "times_with_build": times_build}
+            if estimator is not None:
+                cmc_stats[key] = estimator.stats.as_dict()
     meta = {
         "perception_version": getattr(perception, "__version__", "0.1.0"),
         "config": cfg.as_dict(),
+        "camera_motion": {
+            "tracker_takes_camera_motion": takes_motion,
+            "estimator": None if estimator_cls is None else estimator_cls.__name__,
+            "source": cmc if takes_motion else "unsupported",
+            "estimate_ms_median": float(np.median(cmc_times) * 1e3) if cmc_times else None,
+            "estimator_stats": cmc_stats,
+        },
     }
     return runs, meta
 
 
+# ---------------------------------------------------------------- scoring
 def score(mm, gt: np.ndarray, rows: list) -> dict[str, float]:
     hyp = np.asarray(rows, np.float64).reshape(-1, 6)
     acc = mm.MOTAccumulator(auto_id=False)
@@ -248,9 +394,26 @@ def run_score_worker(python: Path, to_score: dict) -> dict:
         subprocess.run(
             [str(python), str(Path(__file__).resolve()), "--score-worker", str(job), str(res)],
             check=True,
-            timeout=600,
+            timeout=1800,
         )
         return json.loads(res.read_text())
+
+
+def family_means(per_seq: dict, jobs: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """Per family and tracker: each metric averaged over the family's seeds."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    families = sorted({jobs[k]["family"] for k in per_seq}, key=list(jobs_family_order(jobs)).index)
+    for fam in families:
+        keys = [k for k in per_seq if jobs[k]["family"] == fam]
+        names = [n for n in per_seq[keys[0]] if all(n in per_seq[k] for k in keys)]
+        out[fam] = {
+            n: {m: float(np.mean([per_seq[k][n][m] for k in keys])) for m in METRICS} for n in names
+        }
+    return out
+
+
+def jobs_family_order(jobs: dict) -> dict[str, None]:
+    return {j["family"]: None for j in jobs.values() if j.get("family")}
 
 
 def motmetrics_dir_from(python: Path) -> Path | None:
@@ -266,12 +429,29 @@ def motmetrics_dir_from(python: Path) -> Path | None:
     return Path(proc.stdout.strip()) / "data" if proc.returncode == 0 else None
 
 
+def parse_list(text: str | None, cast=str) -> list | None:
+    return None if text is None else [cast(x) for x in text.split(",") if x.strip()]
+
+
+def best_boxmot(row: dict, metric: str) -> tuple[str, float] | None:
+    cands = [(n, row[n][metric]) for n in BOXMOT_TRACKERS if n in row]
+    return max(cands, key=lambda c: c[1]) if cands else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--boxmot-python", type=Path, default=ROOT / ".venv-bench-tracking" / "bin" / "python"
     )
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tracking.json")
+    p.add_argument("--split", choices=("tune", "heldout"), default="heldout")
+    p.add_argument("--families", help="comma list (default: all families)")
+    p.add_argument("--seeds", help="comma list of seeds (overrides --split)")
+    p.add_argument("--cmc", choices=("images", "truth", "off"), default="images",
+                   help="camera motion for our tracker on the ego family")  # fmt: skip
+    p.add_argument("--no-tud", action="store_true", help="skip the TUD sequences")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed-only scenes")
+    p.add_argument("--no-boxmot", action="store_true", help="our tracker only")
+    p.add_argument("--out", type=Path, help="JSON (default bench/results/tracking[_tune].json)")
     p.add_argument("--worker", nargs=2, metavar=("JOBS", "RESULT"), help=argparse.SUPPRESS)
     p.add_argument("--score-worker", nargs=2, metavar=("JOBS", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -282,75 +462,125 @@ def main(argv: list[str] | None = None) -> int:
         score_worker(*args.score_worker)
         return 0
 
+    t_start = time.perf_counter()
+    mot = load_sim_module()
+    families = parse_list(args.families) or list(mot.FAMILIES)
+    unknown = set(families) - set(mot.FAMILIES)
+    if unknown:
+        p.error(f"unknown families {sorted(unknown)}; known: {', '.join(mot.FAMILIES)}")
+    seeds = parse_list(args.seeds, int) or list(mot.split_seeds(args.split))
+    split = "custom" if args.seeds else args.split
+    out_path = args.out or ROOT / "bench" / "results" / (
+        "tracking.json" if split == "heldout" else f"tracking_{split}.json"
+    )
+
     # motmetrics (TUD data + scoring) in this venv if installed, else in the
-    # boxmot venv; without either, only the generated speed scenes run.
+    # boxmot venv.
     try:
         mm = import_motmetrics()
         data_dir: Path | None = Path(mm.__file__).parent / "data"
     except ImportError:
         mm = None
         data_dir = motmetrics_dir_from(args.boxmot_python)
-    jobs = {}
-    if data_dir is not None:
-        for seq, job in tud_inputs(data_dir).items():
-            jobs[seq] = {**job, "fps": FPS}
-    else:
-        print(
-            "motmetrics not found here nor in the boxmot venv: TUD accuracy skipped",
-            file=sys.stderr,
-        )
-    jobs["gen_3_10"] = {"frames": generated_scene((3, 10), 1500, seed=1), "fps": 30.0}
-    jobs["gen_200"] = {"frames": generated_scene((200, 200), 300, seed=2), "fps": 30.0}
+    with tempfile.TemporaryDirectory(prefix="bench_tracking_") as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        jobs = sim_jobs(families, seeds, tmp)
+        t_generate = time.perf_counter() - t0
+        sim_keys = list(jobs)
+        if not args.no_tud and data_dir is not None:
+            for seq, job in tud_inputs(data_dir).items():
+                jobs[seq] = {
+                    **job,
+                    "stamps_ns": stamped(job["frames"], FPS),
+                    "image_size": list(IMAGE_SIZE),
+                    "gt": str(data_dir / seq / "gt.txt"),
+                }
+        elif not args.no_tud:
+            print("motmetrics not found here nor in the boxmot venv: TUD skipped", file=sys.stderr)
+        if not args.no_speed:
+            for key, frames in (
+                ("gen_3_10", generated_scene((3, 10), 1500, seed=1)),
+                ("gen_200", generated_scene((200, 200), 300, seed=2)),
+            ):
+                jobs[key] = {"frames": frames, "stamps_ns": stamped(frames, 30.0)}
 
-    ours, meta = run_ours(jobs)
-    theirs = run_boxmot(args.boxmot_python, jobs)
+        t0 = time.perf_counter()
+        ours_runs, meta = run_ours(jobs, args.cmc)
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        theirs = None if args.no_boxmot else run_boxmot(args.boxmot_python, jobs, tmp)
+        t_boxmot = time.perf_counter() - t0
 
-    trackers = {"ours": ours}
-    if theirs is not None:
-        for name in ("ByteTrack", "OcSort"):
-            trackers[name] = {k: theirs["runs"][f"{name}/{k}"] for k in jobs}
-    accuracy: dict[str, dict] = {}
-    if data_dir is not None:
-        to_score = {
-            seq: {
-                "gt": str(data_dir / seq / "gt.txt"),
-                "rows": {name: runs[seq]["rows"] for name, runs in trackers.items()},
-            }
-            for seq in SEQUENCES
-        }
+        trackers: dict[str, dict] = {"ours": ours_runs["ours"]}
+        if theirs is not None:
+            for name in BOXMOT_TRACKERS:
+                trackers[name] = {k: theirs["runs"][f"{name}/{k}"] for k in jobs}
+        to_score = {}
+        for key, job in jobs.items():
+            if not job.get("gt"):
+                continue
+            rows = {name: runs[key]["rows"] for name, runs in trackers.items()}
+            if key in ours_runs["ours_nocmc"]:
+                rows["ours_nocmc"] = ours_runs["ours_nocmc"][key]["rows"]
+            to_score[key] = {"gt": job["gt"], "rows": rows}
+        t0 = time.perf_counter()
         if mm is not None:
-            accuracy = score_all(mm, to_score)
+            scores = score_all(mm, to_score)
         else:
-            accuracy = run_score_worker(args.boxmot_python, to_score)
+            scores = run_score_worker(args.boxmot_python, to_score)
+        t_score = time.perf_counter() - t0
+
+    per_seq = {k: scores[k] for k in sim_keys}
+    per_family = family_means(per_seq, jobs)
+    overall: dict[str, dict[str, float]] = {}
+    for name in trackers:
+        if all(name in row for row in per_family.values()):
+            overall[name] = {
+                m: float(np.mean([row[name][m] for row in per_family.values()])) for m in METRICS
+            }
+    accuracy = {k: scores[k] for k in SEQUENCES if k in scores}
     speed = {
         key: {name: summarize(runs[key]["times"]) for name, runs in trackers.items()}
         for key in jobs
+        if key not in sim_keys
     }
-    for key in jobs:
-        speed[key]["ours_with_detections_build"] = summarize(ours[key]["times_with_build"])
+    for key in speed:
+        speed[key]["ours_with_detections_build"] = summarize(
+            ours_runs["ours"][key]["times_with_build"]
+        )
+    speed["synthetic (all frames)"] = {
+        name: summarize([t for k in sim_keys for t in runs[k]["times"]])
+        for name, runs in trackers.items()
+    }
 
-    checks = {}
+    checks: dict[str, bool] = {}
     if theirs is not None:
-        for seq in accuracy:
-            a = accuracy[seq]
-            checks[f"{seq}: MOTA >= both"] = a["ours"]["mota"] >= max(
-                a["ByteTrack"]["mota"], a["OcSort"]["mota"]
-            )
-            checks[f"{seq}: IDF1 >= both"] = a["ours"]["idf1"] >= max(
-                a["ByteTrack"]["idf1"], a["OcSort"]["idf1"]
-            )
-            checks[f"{seq}: IDsw <= both"] = a["ours"]["idsw"] <= min(
-                a["ByteTrack"]["idsw"], a["OcSort"]["idsw"]
-            )
+        for fam, row in per_family.items():
+            for metric in ("mota", "idf1"):
+                best = best_boxmot(row, metric)
+                assert best is not None
+                checks[f"{fam}: {metric.upper()} >= best boxmot ({best[0]})"] = (
+                    row["ours"][metric] >= best[1]
+                )
+        for seq, row in accuracy.items():
+            for metric in ("mota", "idf1"):
+                best = best_boxmot(row, metric)
+                assert best is not None
+                checks[f"{seq}: {metric.upper()} >= best boxmot ({best[0]})"] = (
+                    row["ours"][metric] >= best[1]
+                )
         for key, limit in (
             ("gen_3_10", TARGETS["small_ratio_max"]),
             ("gen_200", TARGETS["large_ratio_max"]),
         ):
-            ratio = speed[key]["ours"]["median_ms"] / speed[key]["ByteTrack"]["median_ms"]
-            speed[key]["ratio_vs_ByteTrack"] = ratio
-            speed[key]["ratio_vs_OcSort"] = (
-                speed[key]["ours"]["median_ms"] / speed[key]["OcSort"]["median_ms"]
-            )
+            if key not in speed:
+                continue
+            row = speed[key]
+            ratio = row["ours"]["median_ms"] / row["ByteTrack"]["median_ms"]
+            row["ratio_vs_ByteTrack"] = ratio
+            for name in ("OcSort", "BotSort"):
+                row[f"ratio_vs_{name}"] = row["ours"]["median_ms"] / row[name]["median_ms"]
             checks[f"{key}: median <= {limit:.3f} x ByteTrack"] = ratio <= limit
 
     result = {
@@ -360,43 +590,133 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "numpy": np.__version__,
         },
+        "commit": git_commit(),
         "perception": meta,
         "boxmot": None
         if theirs is None
-        else {"version": theirs["boxmot_version"], "torch": theirs["torch_version"]},
+        else {
+            "version": theirs["boxmot_version"],
+            "torch": theirs["torch_version"],
+            "trackers": list(BOXMOT_TRACKERS),
+            "BotSort": "use_embeddings=False; use_cmc (default ecc) on the ego family only",
+        },
+        "synthetic": {
+            "split": split,
+            "seeds": seeds,
+            "families": families,
+            "gt_min_visibility": mot.GT_MIN_VISIBILITY,
+            "per_family": per_family,
+            "overall": overall,
+            "per_sequence": per_seq,
+            "sequences": {
+                k: {
+                    "frames": len(jobs[k]["frames"]),
+                    "noise": jobs[k]["noise"],
+                    "drop_rate": round(jobs[k]["drop_rate"], 3),
+                }
+                for k in sim_keys
+            },
+        },
         "accuracy": accuracy,
         "speed": speed,
         "checks": checks,
+        "runtime_s": {
+            "generate": round(t_generate, 1),
+            "ours": round(t_ours, 1),
+            "boxmot": round(t_boxmot, 1),
+            "score": round(t_score, 1),
+            "total": round(time.perf_counter() - t_start, 1),
+        },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2))
+    print_tables(result)
+    print(f"\nwrote {out_path}")
+    return 0
 
-    print("\nAccuracy (motmetrics IoU 0.5; detections = test.txt boxes, score 1.0)")
+
+def git_commit() -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except OSError:
+        return None
+    return proc.stdout.strip() or None
+
+
+def print_tables(result: dict) -> None:
+    syn = result["synthetic"]
     print(
-        f"{'sequence':16s} {'tracker':10s} {'MOTA':>7s} {'IDF1':>7s} {'IDsw':>5s} "
-        f"{'FP':>4s} {'FN':>4s}"
+        f"\nSynthetic sequences, split {syn['split']} (seeds {syn['seeds']}), mean over seeds "
+        f"(motmetrics IoU 0.5, gt visibility >= {syn['gt_min_visibility']})"
     )
-    for seq, rows in accuracy.items():
-        for name, m in rows.items():
+    print(
+        f"{'family':10s} {'tracker':11s} "
+        + " ".join(f"{c:>7s}" for c in ("MOTA", "IDF1", "IDsw", "FP", "FN"))
+    )
+    rows = dict(syn["per_family"])
+    if syn["overall"]:
+        rows["(mean)"] = syn["overall"]
+    for fam, row in rows.items():
+        for name, m in row.items():
             print(
-                f"{seq:16s} {name:10s} {m['mota']:7.4f} {m['idf1']:7.4f} {m['idsw']:5d} "
-                f"{m['fp']:4d} {m['fn']:4d}"
+                f"{fam:10s} {name:11s} {m['mota']:7.4f} {m['idf1']:7.4f} {m['idsw']:7.1f} "
+                f"{m['fp']:7.1f} {m['fn']:7.1f}"
             )
+    if any(n in r for r in rows.values() for n in BOXMOT_TRACKERS):
+        print("\nours >= best boxmot?")
+        print(
+            f"{'family':10s} "
+            + f"{'MOTA ours':>9s} {'best boxmot':>18s} {'ok':>4s} "
+            + f"{'IDF1 ours':>9s} {'best boxmot':>18s} {'ok':>4s}"
+        )
+        for fam, row in rows.items():
+            cells = []
+            for metric in ("mota", "idf1"):
+                best = best_boxmot(row, metric)
+                assert best is not None
+                ok = row["ours"][metric] >= best[1]
+                cells.append(
+                    f"{row['ours'][metric]:9.4f} {best[1]:8.4f} {best[0]:>9s} "
+                    f"{'yes' if ok else 'NO':>4s}"
+                )
+            print(f"{fam:10s} " + " ".join(cells))
+    if result["accuracy"]:
+        print("\nTUD (motmetrics IoU 0.5; detections = test.txt boxes, score 1.0)")
+        print(
+            f"{'sequence':16s} {'tracker':11s} {'MOTA':>7s} {'IDF1':>7s} "
+            f"{'IDsw':>5s} {'FP':>5s} {'FN':>5s}"
+        )
+        for seq, row in result["accuracy"].items():
+            for name, m in row.items():
+                print(
+                    f"{seq:16s} {name:11s} {m['mota']:7.4f} {m['idf1']:7.4f} {m['idsw']:5d} "
+                    f"{m['fp']:5d} {m['fn']:5d}"
+                )
+    speed = result["speed"]
+    names = [n for n in ("ours", *BOXMOT_TRACKERS) if any(n in r for r in speed.values())]
     print("\nPer-frame update() time, median ms (p90)")
-    names = list(trackers)
-    print(f"{'scene':16s} " + " ".join(f"{n:>17s}" for n in names) + "   ours/ByteTrack")
+    print(f"{'scene':22s} " + " ".join(f"{n:>17s}" for n in names) + "   ours/ByteTrack")
     for key, row in speed.items():
         cells = " ".join(f"{row[n]['median_ms']:8.3f} ({row[n]['p90_ms']:6.3f})" for n in names)
-        ratio = row.get("ratio_vs_ByteTrack")
-        if ratio is None and "ByteTrack" in row:
-            ratio = row["ours"]["median_ms"] / row["ByteTrack"]["median_ms"]
-        print(f"{key:16s} {cells}   {'' if ratio is None else f'{ratio:.3f}'}")
-    if checks:
+        ratio = (
+            row["ours"]["median_ms"] / row["ByteTrack"]["median_ms"] if "ByteTrack" in row else None
+        )
+        print(f"{key:22s} {cells}   {'' if ratio is None else f'{ratio:.3f}'}")
+    cm = result["perception"]["camera_motion"]
+    print(
+        f"\nours on ego: camera motion {cm['source']} ({cm['estimator']}), "
+        f"estimate {cm['estimate_ms_median'] or 0:.2f} ms median (not in update())"
+    )
+    if result["checks"]:
         print("\nTargets")
-        for k, ok in checks.items():
+        for k, ok in result["checks"].items():
             print(f"  {'PASS' if ok else 'FAIL'}  {k}")
-    print(f"\nwrote {args.out}")
-    return 0
+    print("\nruntime s: " + ", ".join(f"{k} {v}" for k, v in result["runtime_s"].items()))
 
 
 if __name__ == "__main__":
