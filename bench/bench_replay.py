@@ -109,6 +109,44 @@ def run_local_mode(bags: list[Path], out: Path, overrides: tuple[str, ...]) -> d
     return {"images": images, "wall_s": round(wall, 2), "fps": round(images / wall, 2)}
 
 
+def run_processes_mode(
+    bags: list[Path], out: Path, overrides: tuple[str, ...], processes: int
+) -> dict[str, Any]:
+    """`processes` plain OS processes, each replaying its share of the bags
+    (round robin) with one detector thread, started together and timed until
+    the last ends: what this machine gives two independent jobs with no
+    scheduler at all, the ceiling for Ray with that many workers."""
+    shares = [bags[k::processes] for k in range(processes)]
+    code = (
+        "import json, sys, time\n"
+        "from perception.replay.job import ReplayConfig, run_local\n"
+        "a = json.loads(sys.argv[1])\n"
+        "t0 = time.monotonic()\n"
+        "rs = run_local(a['bags'], ReplayConfig(a['pipeline'], a['out'], tuple(a['ov'])),"
+        " progress=False)\n"
+        "bad = [(r.key, r.reason) for r in rs if r.status != 'ok']\n"
+        "print(json.dumps({'images': sum(r.images for r in rs), 'bad': bad,"
+        " 'run_s': time.monotonic() - t0}))\n"
+    )
+    ov = [*overrides, "detector.model.threads=1"]
+    t0 = time.monotonic()
+    procs = []
+    for share in (s for s in shares if s):
+        job = {"bags": [str(b) for b in share], "pipeline": str(PIPELINE), "out": str(out)}
+        job["ov"] = ov
+        cmd = [sys.executable, "-c", code, json.dumps(job)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO))
+    reports = [json.loads(p.communicate(timeout=1800)[0].strip().splitlines()[-1]) for p in procs]
+    wall = time.monotonic() - t0
+    bad = [b for r in reports for b in r["bad"]]
+    if bad or any(p.returncode for p in procs):
+        raise RuntimeError(f"replay processes failed: {bad}")
+    images = sum(r["images"] for r in reports)
+    slowest = max(r["run_s"] for r in reports)  # without interpreter start and imports
+    return {"images": images, "wall_s": round(wall, 2), "fps": round(images / wall, 2),
+            "processes": len(procs), "fps_after_startup": round(images / slowest, 2)}  # fmt: skip
+
+
 def run_ray_mode(
     bags: list[Path], out: Path, overrides: tuple[str, ...], workers: int
 ) -> dict[str, Any]:
@@ -314,11 +352,15 @@ def main(argv: list[str] | None = None) -> int:
         print("local replay, 1 detector thread ...", file=sys.stderr)
         one = (*overrides, "detector.model.threads=1")
         modes["replay_local_1_thread1"] = run_local_mode(bags, work / "local_t1", one)
+        print("2 plain processes, 1 detector thread each ...", file=sys.stderr)
+        modes["local_2_processes"] = run_processes_mode(bags, work / "proc2", overrides, 2)
         print("ray 1 worker ...", file=sys.stderr)
         modes["ray_1"] = run_ray_mode(bags, work / "ray1", overrides, 1)
         print("ray 2 workers ...", file=sys.stderr)
         modes["ray_2"] = run_ray_mode(bags, work / "ray2", overrides, 2)
-        identical = same_outputs(work / "local", work / "ray2")
+        identical = same_outputs(work / "local", work / "ray2") and same_outputs(
+            work / "local", work / "proc2"
+        )
         print("stage costs ...", file=sys.stderr)
         stages = stage_costs(bags[0], work / "stages", overrides)
         stages["jpeg_decode"] = jpeg_decode_ms()
@@ -334,6 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             m["ray_2"]["fps_after_startup"] / m["ray_1"]["fps_after_startup"], 2
         ),
         "ray2_vs_local_1_thread": round(m["ray_2"]["fps"] / m["replay_local_1_thread1"]["fps"], 2),
+        # the machine's own ceiling for two workers: two independent processes
+        # (no Ray) vs one, each with one detector thread
+        "two_processes_vs_one": round(
+            m["local_2_processes"]["fps"] / m["replay_local_1_thread1"]["fps"], 2
+        ),
+        "ray2_vs_two_processes": round(m["ray_2"]["fps"] / m["local_2_processes"]["fps"], 3),
         "ray1_vs_local": round(m["ray_1"]["fps"] / m["replay_local_1"]["fps"], 3),
         "ray1_vs_local_after_startup": round(
             m["ray_1"]["fps_after_startup"] / m["replay_local_1"]["fps"], 3
