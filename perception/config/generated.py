@@ -272,6 +272,56 @@ class FusionParams(SpecParams):
     class_names: tuple[str, ...] = ()
     #: ObjectHypothesis.class_id of the outputs as the name or the numeric id.
     class_format: Literal["name", "id"] = "name"
+    #: Place each object's 3D centre behind the surface the camera (depth mode) or the LiDAR sees,
+    #: from its class's size prior (size_prior_*) and the spread of its points (heading from an
+    #: L-shape fit); sizes are the observed extents merged with the prior. false = the box of the
+    #: visible surface (a car seen from behind comes out as a slab at its rear, its centre ~2 m
+    #: short). Depth mode fits in target_frame, which must be z-up (base_link); LiDAR mode in the
+    #: cloud frame, seen from its origin.
+    amodal_centres: bool = True
+    #: Class names (as in class_names; numeric ids as strings when class_names is empty) that have a
+    #: size prior for amodal_centres; classes without one get the hidden extent from their visible
+    #: extents.
+    size_prior_classes: tuple[str, ...] = (
+        "car",
+        "truck",
+        "bus",
+        "pedestrian",
+        "person",
+        "cyclist",
+        "bicycle",
+        "motorcycle",
+    )
+    #: Length, width, height (m) per entry of size_prior_classes, flattened (3 values each).
+    #: Defaults: car as the generated scenario's mean (3.9-4.9 x 1.7-1.95 x 1.4-1.7 m; KITTI 3.9 x
+    #: 1.6 x 1.5, nuScenes 4.6 x 1.95 x 1.7), pedestrian/person 0.6 x 0.6 x 1.75, cyclist/bicycle
+    #: 1.75 x 0.6 x 1.7, typical truck, bus and motorcycle.
+    size_prior_lwh_m: tuple[float, ...] = (
+        4.4,
+        1.8,
+        1.55,
+        6.5,
+        2.3,
+        2.6,
+        11.0,
+        2.55,
+        3.2,
+        0.6,
+        0.6,
+        1.75,
+        0.6,
+        0.6,
+        1.75,
+        1.75,
+        0.6,
+        1.7,
+        1.75,
+        0.6,
+        1.7,
+        2.1,
+        0.8,
+        1.5,
+    )
     #: Track objects in target_frame (position, velocity, covariance; 2D track ids carried over).
     tracking: bool = True
     #: Also publish ~/objects_predicted, the tracks moved to the publish time with their motion
@@ -307,6 +357,9 @@ class FusionParams(SpecParams):
             queue_size=v["queue_size"],
             class_names=tuple(v["class_names"]),
             class_format=v["class_format"],
+            amodal_centres=v["amodal_centres"],
+            size_prior_classes=tuple(v["size_prior_classes"]),
+            size_prior_lwh_m=tuple(v["size_prior_lwh_m"]),
             tracking=v["tracking"],
             predicted_output=v["predicted_output"],
             prediction_max_horizon_s=v["prediction_max_horizon_s"],

@@ -20,8 +20,9 @@ import numpy as np
 
 from perception.core.camera import CameraModel
 from perception.core.errors import PerceptionError
-from perception.core.fusion.depth import DepthLifter
-from perception.core.fusion.lidar import LidarFusion
+from perception.core.fusion.amodal import DEFAULT_SIZE_PRIORS, AmodalConfig
+from perception.core.fusion.depth import DepthLiftConfig, DepthLifter
+from perception.core.fusion.lidar import LidarFusion, LidarFusionConfig
 from perception.core.fusion.types import Objects3D
 from perception.core.prediction import PredictionError, predict_objects3d
 from perception.core.tracking.limits import keep_best
@@ -46,6 +47,12 @@ class FusionSettings:
         tracker3d: 3D tracker parameters; None = no 3D tracking.
         prediction_max_horizon_s: predictions further ahead are refused.
         max_boxes: most detections fused per frame (highest scores first).
+        amodal_centres: complete each object behind the visible surface with
+            its class's size prior (`core.fusion.amodal`); depth mode fits in
+            `target_frame`, which must then be z-up.
+        class_names: class names by id, to look the size priors up (empty:
+            a prior named "3" is class id 3).
+        size_priors: ((class name, length, width, height), ...) in metres.
     """
 
     mode: Literal["depth", "lidar"] = "depth"
@@ -56,10 +63,20 @@ class FusionSettings:
     tracker3d: Tracker3DConfig | None = None
     prediction_max_horizon_s: float = 0.5
     max_boxes: int = 1000
+    amodal_centres: bool = True
+    class_names: tuple[str, ...] = ()
+    size_priors: tuple[tuple[str, float, float, float], ...] = DEFAULT_SIZE_PRIORS
 
     def __post_init__(self) -> None:
         if self.max_boxes < 1:
             raise ValueError(f"max_boxes: expected >= 1, got {self.max_boxes}")
+        self.amodal()  # bad priors fail here, not at the first CameraInfo
+
+    def amodal(self) -> AmodalConfig | None:
+        """The amodal completion's configuration (None when off)."""
+        if not self.amodal_centres:
+            return None
+        return AmodalConfig.from_names(self.class_names, self.size_priors)
 
 
 @dataclass(frozen=True)
@@ -101,10 +118,15 @@ class FusionStage:
     def set_camera(self, camera: CameraModel) -> None:
         """New intrinsics: new lifter / LiDAR fusion (their statistics restart)."""
         self.camera = camera
+        amodal = self.settings.amodal()
         if self.settings.mode == "depth":
-            self.lifter = DepthLifter(camera)
+            self.lifter = DepthLifter(camera, DepthLiftConfig(amodal=amodal))
         else:
-            self.fusion = LidarFusion(camera, T_cam_from_cloud=self.settings.T_camera_from_cloud)
+            self.fusion = LidarFusion(
+                camera,
+                LidarFusionConfig(amodal=amodal),
+                T_cam_from_cloud=self.settings.T_camera_from_cloud,
+            )
 
     def process(
         self,
@@ -160,8 +182,14 @@ class FusionStage:
             if depth is None or self.lifter is None:
                 self.count("depth_missing", "depth mode: the frame carries no depth image")
                 return None
-            res = self.lifter.lift(det, depth, s.depth_scale or None)
-            return res.objects.transformed(s.T_target_from_camera, s.target_frame)
+            res = self.lifter.lift(
+                det,
+                depth,
+                s.depth_scale or None,
+                T_target_from_camera=s.T_target_from_camera,
+                target_frame=s.target_frame,
+            )
+            return res.objects
         if cloud is None:
             self.count("cloud_missing", "lidar mode: the frame carries no point cloud")
             return None

@@ -38,7 +38,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from perception.core.camera import CameraModel
+from perception.core.fusion.amodal import AmodalConfig, border_normal, complete_box
 from perception.core.fusion.errors import DepthImageError, FusionInputError
+from perception.core.fusion.synthetic import OPTICAL_FROM_FLU
 from perception.core.fusion.types import Objects3D
 from perception.core.types import Detections, InstanceMasks
 
@@ -75,6 +77,9 @@ class DepthLiftConfig:
             heuristic above.
         min_mask_pixels: a detection whose instance mask has fewer pixels
             is lifted from its box (segmentation models; see `lift`).
+        amodal: complete each object behind its visible surface with class
+            size priors (`amodal.complete_box`, in a z-up frame; see `lift`);
+            None = the visible-surface box above (class_depth_m applies).
     """
 
     min_depth_m: float = 0.1
@@ -92,8 +97,13 @@ class DepthLiftConfig:
     lateral_noise: float = 0.1
     class_depth_m: tuple[tuple[int, float], ...] = ()
     min_mask_pixels: int = 12
+    amodal: AmodalConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.amodal is not None and not isinstance(self.amodal, AmodalConfig):
+            raise FusionInputError(
+                f"DepthLiftConfig.amodal: expected AmodalConfig or None, got {self.amodal!r}"
+            )
         try:
             prior = {int(c): float(v) for c, v in self.class_depth_m}
         except (TypeError, ValueError) as exc:
@@ -198,13 +208,27 @@ class DepthLifter:
         self.stats = DepthLiftStats()
 
     def lift(
-        self, det: Detections, depth: np.ndarray, depth_scale: float | None = None
+        self,
+        det: Detections,
+        depth: np.ndarray,
+        depth_scale: float | None = None,
+        *,
+        T_target_from_camera: np.ndarray | None = None,
+        target_frame: str = "",
     ) -> LiftResult:
         """3D boxes for the detections that have valid depth (from the mask
         where a detection has one, else from the box; see the module doc).
 
         `depth` must be registered to the camera (same size as the camera
-        model); see `depth_to_metres` for `depth_scale`.
+        model); see `depth_to_metres` for `depth_scale`. With
+        `T_target_from_camera` (4x4, camera optical frame -> a z-up
+        `target_frame` such as base_link) the objects come out in that frame.
+        With `config.amodal` each box is completed behind its visible surface
+        in that frame (`amodal.complete_box`; its heading from the spread of
+        the object's pixels) when it is z-up (the camera's up within 45
+        degrees of its +z); otherwise, or without a target frame, in the
+        forward-left-up frame of a level camera, and then expressed in the
+        target (or optical) frame as `Objects3D.transformed` does.
         """
         if not isinstance(det, Detections):
             raise TypeError(f"det: expected Detections, got {type(det).__name__}")
@@ -224,12 +248,32 @@ class DepthLifter:
         z_img = depth_to_metres(depth, depth_scale)
         cfg = self.config
         frame = det.frame_id or cam.frame_id
+        amodal = cfg.amodal
+        if T_target_from_camera is not None:
+            t_out = np.asarray(T_target_from_camera, np.float64)
+            if t_out.shape != (4, 4) or not np.isfinite(t_out).all():
+                raise FusionInputError(
+                    f"T_target_from_camera: expected a finite 4x4 matrix, got shape {t_out.shape}"
+                )
+        else:
+            t_out = None
+        # amodal boxes are fitted in a z-up frame: the target's when the
+        # camera's up (optical -y) is within 45 degrees of its +z, else a level
+        # camera's forward-left-up frame at the camera
+        t_fit = None
+        if amodal is not None:
+            if t_out is not None and float(-t_out[2, 1]) >= math.sqrt(0.5):
+                t_fit = t_out
+            else:
+                t_fit = np.eye(4)
+                t_fit[:3, :3] = OPTICAL_FROM_FLU.T
         n = len(det)
-        centers, sizes, covs, index = [], [], [], []
+        centers, sizes, yaws, covs, index = [], [], [], [], []
         no_depth = invalid = mask_rows = 0
         boxes = det.xyxy.astype(np.float64)
         w, h = cam.width, cam.height
         depth_prior = {int(c): float(v) for c, v in cfg.class_depth_m}
+        size_prior = amodal.prior_table() if amodal is not None else {}
         masks = det.masks
         for i in range(n):
             b = boxes[i]
@@ -245,29 +289,55 @@ class DepthLifter:
                 found = self._from_mask(masks, i, z_img)
                 mask_rows += 1
             else:
-                found = self._from_box(b, (x1, y1, x2, y2), z_img)
+                prior_lwh = size_prior.get(int(det.class_ids[i]))
+                found = self._from_box(
+                    b,
+                    (x1, y1, x2, y2),
+                    z_img,
+                    want_points=amodal is not None,
+                    # an object seen at an angle spans up to its diagonal in depth
+                    depth_span=0.0 if prior_lwh is None else float(np.hypot(*prior_lwh[:2])),
+                )
             if found is None:
                 no_depth += 1
                 continue
-            z_front, z_back, lateral = found
-            size = np.array([lateral[1] - lateral[0], lateral[3] - lateral[2], z_back - z_front])
-            size[0] = max(size[0], z_front / cam.fx)  # at least one pixel
-            size[1] = max(size[1], z_front / cam.fy)
-            prior = depth_prior.get(int(det.class_ids[i]))
-            size[2] = max(size[2], min(size[0], size[1]) if prior is None else prior)
-            center = np.array(
-                [
-                    0.5 * (lateral[0] + lateral[1]),
-                    0.5 * (lateral[2] + lateral[3]),
-                    z_front + 0.5 * size[2],
-                ]
-            )
-            sz = cfg.depth_noise_a + cfg.depth_noise_b * center[2] ** 2 + 0.25 * size[2]
-            sx = 0.02 + cfg.lateral_noise * size[0]
-            sy = 0.02 + cfg.lateral_noise * size[1]
+            z_front, z_back, lateral, pts = found
+            if amodal is not None and t_fit is not None and pts is not None and len(pts):
+                cut = border_normal(cam, b, t_fit[:3, :3])
+                center, size, yaw, cov = self._amodal_row(
+                    pts, t_fit, size_prior.get(int(det.class_ids[i])), cut
+                )
+                yaws.append(yaw)
+            else:
+                size = np.array(
+                    [lateral[1] - lateral[0], lateral[3] - lateral[2], z_back - z_front]
+                )
+                size[0] = max(size[0], z_front / cam.fx)  # at least one pixel
+                size[1] = max(size[1], z_front / cam.fy)
+                prior = depth_prior.get(int(det.class_ids[i]))
+                size[2] = max(size[2], min(size[0], size[1]) if prior is None else prior)
+                center = np.array(
+                    [
+                        0.5 * (lateral[0] + lateral[1]),
+                        0.5 * (lateral[2] + lateral[3]),
+                        z_front + 0.5 * size[2],
+                    ]
+                )
+                sz = cfg.depth_noise_a + cfg.depth_noise_b * center[2] ** 2 + 0.25 * size[2]
+                sx = 0.02 + cfg.lateral_noise * size[0]
+                sy = 0.02 + cfg.lateral_noise * size[1]
+                cov = np.diag([sx * sx, sy * sy, sz * sz])
+                if amodal is not None and t_fit is not None:
+                    # no points (cannot happen with valid depth): the camera
+                    # box, moved into the fitting frame
+                    one = Objects3D.from_arrays(center, size, covariances=cov).transformed(
+                        t_fit, ""
+                    )
+                    center, size, cov = one.centers[0], one.sizes[0], one.covariances[0]
+                    yaws.append(float(one.yaws[0]))
             centers.append(center)
             sizes.append(size)
-            covs.append(np.diag([sx * sx, sy * sy, sz * sz]))
+            covs.append(cov)
             index.append(i)
         st = self.stats
         st.frames += 1
@@ -284,22 +354,67 @@ class DepthLifter:
                 invalid,
             )
         idx = np.asarray(index, np.intp)
+        fit_frame = target_frame if (t_fit is not None and t_fit is t_out) else frame
         if not index:
-            objects = Objects3D.empty(stamp_ns=det.stamp_ns, frame_id=frame)
+            objects = Objects3D.empty(stamp_ns=det.stamp_ns, frame_id=fit_frame)
         else:
             objects = Objects3D.from_arrays(
                 np.asarray(centers),
                 np.asarray(sizes),
+                np.asarray(yaws) if amodal is not None else None,
                 covariances=np.asarray(covs),
                 scores=det.scores[idx],
                 class_ids=det.class_ids[idx],
                 track_ids=det.track_ids[idx],
                 stamp_ns=det.stamp_ns,
-                frame_id=frame,
+                frame_id=fit_frame,
             )
+        if t_fit is not None and t_fit is not t_out:  # from the level frame
+            if t_out is None:
+                objects = objects.transformed(np.linalg.inv(t_fit), frame)
+            else:
+                objects = objects.transformed(t_out @ np.linalg.inv(t_fit), target_frame)
+        elif t_fit is None and t_out is not None:
+            objects = objects.transformed(t_out, target_frame)
         return LiftResult(objects, idx, no_depth, invalid)
 
-    # ------------------------------------------------------------ per row
+    def _amodal_row(
+        self,
+        pts_cam: np.ndarray,
+        t_fit: np.ndarray,
+        prior: np.ndarray | None,
+        cut: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """Centre, size, yaw and centre covariance (all in the z-up fitting
+        frame) of one object from its pixels' camera-frame points."""
+        cfg = self.config
+        assert cfg.amodal is not None
+        rot, trans = t_fit[:3, :3], t_fit[:3, 3]
+        pts = pts_cam @ rot.T + trans
+        box = complete_box(
+            pts,
+            trans,
+            prior,
+            cfg.amodal,
+            extent_percentiles=cfg.extent_percentiles,
+            cut=cut,
+        )
+        # covariance: depth noise and a share of the completed extent along the
+        # (horizontal) view, the lateral model across it and vertically
+        view = box.center[:2] - trans[:2]
+        rng = float(np.linalg.norm(view))
+        v = view / rng if rng > 1e-9 else np.array([1.0, 0.0])
+        c, s = math.cos(box.yaw), math.sin(box.yaw)
+        along_l, along_w = abs(c * v[0] + s * v[1]), abs(-s * v[0] + c * v[1])
+        ext_view = box.size[0] * along_l + box.size[1] * along_w
+        ext_across = box.size[0] * along_w + box.size[1] * along_l
+        s_view = cfg.depth_noise_a + cfg.depth_noise_b * rng**2 + 0.1 * ext_view
+        s_across = 0.02 + cfg.lateral_noise * ext_across
+        s_up = 0.02 + cfg.lateral_noise * box.size[2]
+        basis = np.array([[v[0], -v[1], 0.0], [v[1], v[0], 0.0], [0.0, 0.0, 1.0]])
+        cov = basis @ np.diag([s_view**2, s_across**2, s_up**2]) @ basis.T
+        return box.center, box.size, box.yaw, cov
+
     def _mask_usable(self, masks: InstanceMasks, i: int) -> bool:
         """A mask with at least `min_mask_pixels` pixels (a lost track's empty
         mask, or a sliver, falls back to the box)."""
@@ -335,11 +450,19 @@ class DepthLifter:
         return z_front, z_back
 
     def _from_box(
-        self, b: np.ndarray, region: tuple[int, int, int, int], z_img: np.ndarray
-    ) -> tuple[float, float, np.ndarray] | None:
+        self,
+        b: np.ndarray,
+        region: tuple[int, int, int, int],
+        z_img: np.ndarray,
+        want_points: bool = False,
+        depth_span: float = 0.0,
+    ) -> tuple[float, float, np.ndarray, np.ndarray | None] | None:
         """Depth range from the box's central region; lateral extent (x0, x1,
         y0, y1 in metres) from the box edges back-projected at the front depth
-        (ground and background pixels inside the box do not matter there)."""
+        (ground and background pixels inside the box do not matter there).
+        With `want_points`, also the camera-frame points of the box's pixels
+        (strided) within the object's depth range (at least `depth_span` deep
+        from the front), for the amodal fit."""
         cfg, cam = self.config, self.camera
         x1, y1, x2, y2 = region
         bw, bh = x2 - x1, y2 - y1
@@ -360,15 +483,27 @@ class DepthLifter:
         mu, mv = 0.5 * (bx1 + bx2), 0.5 * (by1 + by2)
         edges = cam.unproject(np.array([[bx1, mv], [bx2, mv], [mu, by1], [mu, by2]]), z_front)
         lateral = np.array([edges[0, 0], edges[1, 0], edges[2, 1], edges[3, 1]])
-        return z_front, z_back, lateral
+        pts = None
+        if want_points:
+            step = max(1, math.ceil(math.sqrt(bw * bh / cfg.max_pixels)))
+            vs, us = np.mgrid[y1:y2:step, x1:x2:step]
+            us, vs = us.ravel(), vs.ravel()
+            z = z_img[vs, us]
+            far = max(z_back, z_front + depth_span) + cfg.front_margin_m
+            sel = (z >= z_front - cfg.front_margin_m) & (z <= far)
+            pts = cam.unproject(
+                np.stack((us[sel], vs[sel]), axis=1).astype(np.float64), z[sel].astype(np.float64)
+            )
+        return z_front, z_back, lateral, pts
 
     def _from_mask(
         self, masks: InstanceMasks, i: int, z_img: np.ndarray
-    ) -> tuple[float, float, np.ndarray] | None:
+    ) -> tuple[float, float, np.ndarray, np.ndarray | None] | None:
         """Depth range from the depths under the mask only (no background, no
         occluder: they are not the instance's pixels); lateral extent from
         the mask's pixels back-projected at their own depth (those within the
-        object's depth range), robust percentiles as for the depth."""
+        object's depth range), robust percentiles as for the depth; those
+        points too (for the amodal fit)."""
         cfg, cam = self.config, self.camera
         x0, y0, x1, y1 = (int(v) for v in masks.boxes[i])
         crop = masks.crops[i]
@@ -396,4 +531,4 @@ class DepthLifter:
         # a pixel is a footprint, not a point: half a pixel on each side
         half_x, half_y = 0.5 * z_front / cam.fx, 0.5 * z_front / cam.fy
         lateral = np.array([xlo - half_x, xhi + half_x, ylo - half_y, yhi + half_y])
-        return z_front, z_back, lateral
+        return z_front, z_back, lateral, pts

@@ -25,6 +25,9 @@ Per frame (`LidarFusion.fuse`), with bounded work whatever the cloud density:
    rectangle in the ground plane (`cv2.minAreaRect` on x, y) and the z
    extent. (open3d's PCA `get_oriented_bounding_box` tilts and inflates boxes
    of sparse, one-sided LiDAR returns, so it is not used.)
+7. with `amodal` set, that box (the visible faces only) is completed behind
+   them with the class's size prior (`amodal.complete_box`, viewpoint the
+   cloud frame's origin: the LiDAR, or near it for base_link).
 
 Boxes are expressed in the cloud's frame, which must be z-up (a LiDAR frame or
 base_link; transform the cloud first otherwise). A detection without a
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from perception.core.camera import CameraModel
+from perception.core.fusion.amodal import AmodalConfig, border_normal, complete_box
 from perception.core.fusion.errors import FusionInputError, MissingExtrinsicsError
 from perception.core.fusion.types import Objects3D
 from perception.core.types import Detections
@@ -120,6 +124,8 @@ class LidarFusionConfig:
         seed: open3d RANSAC seed, set before each segment_plane (reproducible).
         min_mask_pixels: a detection whose instance mask has fewer pixels
             selects its points with its box.
+        amodal: complete each box behind the faces the LiDAR sees with class
+            size priors (step 7); None = the fit of the visible points.
     """
 
     min_range_m: float = 0.5
@@ -143,8 +149,13 @@ class LidarFusionConfig:
     range_noise_m: float = 0.03
     seed: int = 0
     min_mask_pixels: int = 12
+    amodal: AmodalConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.amodal is not None and not isinstance(self.amodal, AmodalConfig):
+            raise FusionInputError(
+                f"LidarFusionConfig.amodal: expected AmodalConfig or None, got {self.amodal!r}"
+            )
         if not 0.0 < self.min_range_m < self.max_range_m:
             raise FusionInputError(
                 "LidarFusionConfig: expected 0 < min_range_m < max_range_m, got "
@@ -465,6 +476,7 @@ class LidarFusion:
         t1 = time.perf_counter()
         centers, sizes, yaws, covs, index = [], [], [], [], []
         no_cluster = 0
+        priors = cfg.amodal.prior_table() if cfg.amodal is not None else {}
         for i, frustum in enumerate(frustums):
             if frustum is None:
                 continue
@@ -517,6 +529,22 @@ class LidarFusion:
                     center[2] = 0.5 * (top + z_ground)
             size = np.maximum(size, max(cfg.voxel_size_m, 0.02))
             sigma = cfg.range_noise_m + 0.5 * size / math.sqrt(best.size)
+            if cfg.amodal is not None:
+                half = 0.5 * size[2]
+                amodal = complete_box(
+                    sel64[best],
+                    np.zeros(3),
+                    priors.get(int(det.class_ids[i])),
+                    cfg.amodal,
+                    z_range=(center[2] - half, center[2] + half),
+                    yaw=yaw,
+                    cut=border_normal(cam, b, t_ext[:3, :3].T),
+                )
+                center, yaw = amodal.center, amodal.yaw
+                size = np.maximum(amodal.size, max(cfg.voxel_size_m, 0.02))
+                # the completed part is a guess: a tenth of it as extra std
+                sigma = cfg.range_noise_m + 0.5 * amodal.observed / math.sqrt(best.size)
+                sigma = sigma + 0.1 * np.maximum(size - amodal.observed, 0.0)
             centers.append(center)
             sizes.append(size)
             yaws.append(yaw)
