@@ -1,5 +1,6 @@
 """Scores of a demo run against the scenario's ground truth: detection AP@0.5,
-CLEAR-MOT / identity metrics (motmetrics), 3D centre error, latency percentiles.
+CLEAR-MOT / identity metrics (motmetrics), 3D centre and size error, latency
+percentiles.
 
 Pure numpy (motmetrics imported lazily); no ROS imports, so the maths can be
 tested and reused without a running pipeline.
@@ -28,6 +29,7 @@ __all__ = [
     "detection_ap",
     "latency_summary",
     "map_class",
+    "size_errors",
     "tracking_metrics",
 ]
 
@@ -185,36 +187,49 @@ def tracking_metrics(
     }
 
 
+def _rows(a: np.ndarray, cols: int) -> np.ndarray:
+    arr = np.asarray(a, np.float64)
+    return arr.reshape(-1, arr.shape[-1] if arr.ndim == 2 else cols)
+
+
+def _greedy_pairs(
+    gt: np.ndarray, out: np.ndarray, max_distance: float
+) -> list[tuple[int, int, float]]:
+    """(output row, gt row, centre distance) pairs, closest first, each row
+    used once, within `max_distance` (centres: the first three columns)."""
+    if len(out) == 0 or len(gt) == 0:
+        return []
+    d = np.linalg.norm(out[:, None, :3] - gt[None, :, :3], axis=2)
+    used_o, used_g = set(), set()
+    pairs = []
+    for flat in np.argsort(d, axis=None):
+        i, j = divmod(int(flat), d.shape[1])
+        if d[i, j] > max_distance:
+            break
+        if i in used_o or j in used_g:
+            continue
+        used_o.add(i)
+        used_g.add(j)
+        pairs.append((i, j, float(d[i, j])))
+    return pairs
+
+
 def centre_errors(
     frames: Iterable[tuple[np.ndarray, np.ndarray]], max_distance: float = 2.0
 ) -> dict[str, float]:
     """Distances between output 3D centres and the nearest ground-truth centre
     (greedy, closest pairs first, within `max_distance` m) over (gt (N,3),
-    outputs (M,3)) frames; unmatched outputs are counted, not scored."""
+    outputs (M,3)) frames; unmatched outputs are counted, not scored. Rows
+    may carry more columns after the centre (sizes: see `size_errors`)."""
     errors: list[float] = []
     unmatched = 0
     total = 0
     for gt, out in frames:
-        gt = np.asarray(gt, np.float64).reshape(-1, 3)
-        out = np.asarray(out, np.float64).reshape(-1, 3)
+        gt, out = _rows(gt, 3), _rows(out, 3)
         total += len(out)
-        if len(out) == 0:
-            continue
-        if len(gt) == 0:
-            unmatched += len(out)
-            continue
-        d = np.linalg.norm(out[:, None, :] - gt[None, :, :], axis=2)
-        used_o, used_g = set(), set()
-        for flat in np.argsort(d, axis=None):
-            i, j = divmod(int(flat), d.shape[1])
-            if d[i, j] > max_distance:
-                break
-            if i in used_o or j in used_g:
-                continue
-            used_o.add(i)
-            used_g.add(j)
-            errors.append(float(d[i, j]))
-        unmatched += len(out) - len(used_o)
+        pairs = _greedy_pairs(gt, out, max_distance)
+        errors += [d for _, _, d in pairs]
+        unmatched += len(out) - len(pairs)
     arr = np.asarray(errors)
     return {
         "median_m": float(np.median(arr)) if len(arr) else float("nan"),
@@ -222,6 +237,52 @@ def centre_errors(
         "matched": float(len(arr)),
         "unmatched": float(unmatched),
         "objects": float(total),
+    }
+
+
+def _extents(sizes: np.ndarray) -> np.ndarray:
+    """(N, 3) box sizes -> (longer horizontal, shorter horizontal, height):
+    the same box whichever horizontal axis its yaw calls the length."""
+    return np.stack(
+        (np.maximum(sizes[:, 0], sizes[:, 1]), np.minimum(sizes[:, 0], sizes[:, 1]), sizes[:, 2]),
+        axis=1,
+    )
+
+
+def size_errors(
+    frames: Iterable[tuple[np.ndarray, np.ndarray]], max_distance: float = 2.0
+) -> dict[str, float]:
+    """Size error of the 3D boxes matched as in `centre_errors` over (gt (N,6),
+    outputs (M,6)) frames of (centre, size) rows: the norm of the difference
+    of (longer horizontal, shorter horizontal, height) extents, and the
+    median absolute error of each extent."""
+    errors: list[float] = []
+    diffs: list[np.ndarray] = []
+    for gt, out in frames:
+        gt, out = _rows(gt, 6), _rows(out, 6)
+        if gt.shape[1] < 6 or out.shape[1] < 6:
+            raise ValueError(
+                f"size_errors: expected (centre, size) rows of 6 values, got {gt.shape[1]} "
+                f"and {out.shape[1]}"
+            )
+        pairs = _greedy_pairs(gt, out, max_distance)
+        if not pairs:
+            continue
+        i = np.array([p[0] for p in pairs])
+        j = np.array([p[1] for p in pairs])
+        d = _extents(out[i, 3:6]) - _extents(gt[j, 3:6])
+        diffs.append(np.abs(d))
+        errors += np.linalg.norm(d, axis=1).tolist()
+    arr = np.asarray(errors)
+    per = np.concatenate(diffs) if diffs else np.zeros((0, 3))
+    nan = float("nan")
+    return {
+        "median_m": float(np.median(arr)) if len(arr) else nan,
+        "p95_m": float(np.percentile(arr, 95)) if len(arr) else nan,
+        "length_median_m": float(np.median(per[:, 0])) if len(per) else nan,
+        "width_median_m": float(np.median(per[:, 1])) if len(per) else nan,
+        "height_median_m": float(np.median(per[:, 2])) if len(per) else nan,
+        "matched": float(len(arr)),
     }
 
 

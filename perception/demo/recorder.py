@@ -42,11 +42,19 @@ def _boxes(msg: Any, mapped: bool, ident_from_id: bool = True) -> list[metrics.B
 
 
 def _centres(msg: Any) -> np.ndarray:
-    pts = [
-        (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.center.position.z)
+    """Detection3DArray -> (N, 6) rows of box centre and size (metrics use both)."""
+    rows = [
+        (
+            d.bbox.center.position.x,
+            d.bbox.center.position.y,
+            d.bbox.center.position.z,
+            d.bbox.size.x,
+            d.bbox.size.y,
+            d.bbox.size.z,
+        )
         for d in msg.detections
     ]
-    return np.asarray(pts, np.float64).reshape(-1, 3)
+    return np.asarray(rows, np.float64).reshape(-1, 6)
 
 
 @dataclass

@@ -117,6 +117,8 @@ def build_report(
             if s in rec.gt3d
         ]
         report["centre_error_3d"] = metrics.centre_errors(pairs, max_distance=2.0)
+        if all(g.shape[-1] >= 6 and o.shape[-1] >= 6 for g, o in pairs):
+            report["size_error_3d"] = metrics.size_errors(pairs, max_distance=2.0)
         report["scoring"] = {
             "classes": list(metrics.CLASSES),
             "min_visibility": 0.3,
@@ -201,6 +203,18 @@ def markdown(report: dict) -> str:
             f"{ce.get('unmatched')} |",
             "",
         ]
+        se = report.get("size_error_3d")
+        if se:
+            lines += [
+                "## 3D size error (the same matches; norm of the (long, short, height) "
+                "extent errors)",
+                "",
+                "| median (m) | p95 (m) | length median | width median | height median |",
+                "|---|---|---|---|---|",
+                f"| {se.get('median_m')} | {se.get('p95_m')} | {se.get('length_median_m')} | "
+                f"{se.get('width_median_m')} | {se.get('height_median_m')} |",
+                "",
+            ]
     if "pipeline_latency_ms" in report:
         lines += [
             "## Pipeline latency (ms, wall clock: images published -> output received)",
