@@ -658,22 +658,38 @@ def _texture(rng: np.random.Generator, rows: int, cols: int, level: tuple[int, i
 
 def _warp(canvas: np.ndarray, a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Image (h, w) of `canvas` seen through world->image affine `a`, bilinear,
-    edges clamped. Pure numpy so images are the same with or without OpenCV."""
+    edges clamped. Pure numpy so images are the same with or without OpenCV;
+    an axis-aligned `a` (scale + translation, all the cameras here) samples
+    rows and columns separately."""
     w, h = size
     inv = _invert(a)
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
-    wx = inv[0, 0] * xs[None, :] + inv[0, 1] * ys[:, None] + inv[0, 2]
-    wy = inv[1, 0] * xs[None, :] + inv[1, 1] * ys[:, None] + inv[1, 2]
+    if inv[0, 1] == 0.0 and inv[1, 0] == 0.0:
+        wx = (inv[0, 0] * xs + inv[0, 2])[None, :]
+        wy = (inv[1, 1] * ys + inv[1, 2])[:, None]
+    else:
+        wx = inv[0, 0] * xs[None, :] + inv[0, 1] * ys[:, None] + inv[0, 2]
+        wy = inv[1, 0] * xs[None, :] + inv[1, 1] * ys[:, None] + inv[1, 2]
     ch, cw = canvas.shape
     wx = np.clip(wx, 0, cw - 1.001)
     wy = np.clip(wy, 0, ch - 1.001)
     x0, y0 = wx.astype(np.int64), wy.astype(np.int64)
-    fx, fy = wx - x0, wy - y0
-    c = canvas.astype(np.float32)
-    top = c[y0, x0] * (1 - fx) + c[y0, x0 + 1] * fx
-    bot = c[y0 + 1, x0] * (1 - fx) + c[y0 + 1, x0 + 1] * fx
-    return np.clip(top * (1 - fy) + bot * fy + 0.5, 0, 255).astype(np.uint8)
+    fx, fy = (wx - x0).astype(np.float32), (wy - y0).astype(np.float32)
+    if x0.shape[0] == 1:  # separable: whole rows, then columns
+        r0, r1 = canvas[y0[:, 0]], canvas[y0[:, 0] + 1]
+        c00 = np.take(r0, x0[0], axis=1).astype(np.float32)
+        c01 = np.take(r0, x0[0] + 1, axis=1).astype(np.float32)
+        c10 = np.take(r1, x0[0], axis=1).astype(np.float32)
+        c11 = np.take(r1, x0[0] + 1, axis=1).astype(np.float32)
+    else:
+        c00 = canvas[y0, x0].astype(np.float32)
+        c01 = canvas[y0, x0 + 1].astype(np.float32)
+        c10 = canvas[y0 + 1, x0].astype(np.float32)
+        c11 = canvas[y0 + 1, x0 + 1].astype(np.float32)
+    top = c00 + (c01 - c00) * fx
+    bot = c10 + (c11 - c10) * fx
+    return np.clip(top + (bot - top) * fy + 0.5, 0, 255).astype(np.uint8)
 
 
 def _paste(img: np.ndarray, box: np.ndarray, tex: np.ndarray) -> None:
