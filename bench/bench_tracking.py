@@ -14,7 +14,8 @@ BoT-SORT, side by side in one run on the same detections.
   and with 200 boxes per frame (and on every accuracy sequence).
 
 Time steps: our tracker gets each frame's capture stamp (`stamp_ns`), boxmot
-gets the frames in order. Camera motion (ego family only; the camera is
+gets the frames in order (`--boxmot-stamps`: boxmot's `variable_dt` mode with
+the same stamps). Camera motion (ego family only; the camera is
 static elsewhere): BoT-SORT runs its own CMC (default `ecc`) on the rendered
 images; ours gets `camera_motion` from `perception.core.tracking.cmc`'s
 estimator on the same images, when the tracker has that input (detected at
@@ -29,6 +30,7 @@ prints tables.
 
     ./dev exec python bench/bench_tracking.py [--split tune|heldout]
         [--families crowd,ego] [--seeds 0,1] [--no-tud] [--no-speed] [--no-boxmot]
+        [--boxmot-stamps] [--cmc images|truth|off] [--out PATH]
 """
 
 from __future__ import annotations
@@ -179,14 +181,16 @@ def stamped(frames: list, fps: float) -> list[int]:
 
 
 # ---------------------------------------------------------------- boxmot worker
-def make_boxmot(name: str, with_images: bool):
+def make_boxmot(name: str, with_images: bool, variable_dt: bool):
     """boxmot tracker `name` with default parameters; BoT-SORT motion-only,
-    with its camera-motion compensation where there are images."""
+    with its camera-motion compensation where there are images.
+    `variable_dt`: boxmot's own capture-time mode (update(timestamp_s=...))."""
     import boxmot
 
+    kwargs = {"variable_dt": True} if variable_dt else {}
     if name == "BotSort":
-        return boxmot.BotSort(use_embeddings=False, use_cmc=with_images)
-    return getattr(boxmot, name)()
+        return boxmot.BotSort(use_embeddings=False, use_cmc=with_images, **kwargs)
+    return getattr(boxmot, name)(**kwargs)
 
 
 def worker(job_path: str, result_path: str) -> None:
@@ -215,7 +219,8 @@ def worker(job_path: str, result_path: str) -> None:
             images = None if job.get("images") is None else np.load(job["images"], mmap_mode="r")
             w, h = job.get("image_size") or IMAGE_SIZE
             blank = np.zeros((h, w, 3), np.uint8)
-            tracker = make_boxmot(name, images is not None)
+            stamps = job.get("boxmot_stamps", False)
+            tracker = make_boxmot(name, images is not None, stamps)
             rows, times = [], []
             for k, frame in enumerate(job["frames"], 1):
                 dets = np.asarray(frame, np.float32).reshape(-1, 6)
@@ -225,7 +230,11 @@ def worker(job_path: str, result_path: str) -> None:
                     else np.repeat(np.array(images[k - 1])[:, :, None], 3, 2)
                 )
                 t0 = time.perf_counter()
-                out = np.asarray(tracker.update(dets, img))
+                if stamps:
+                    out = tracker.update(dets, img, timestamp_s=job["stamps_ns"][k - 1] / NS)
+                else:
+                    out = tracker.update(dets, img)
+                out = np.asarray(out)
                 times.append(time.perf_counter() - t0)
                 for r in out.reshape(-1, out.shape[1] if out.size else 8):
                     rows.append(
@@ -451,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tud", action="store_true", help="skip the TUD sequences")
     p.add_argument("--no-speed", action="store_true", help="skip the speed-only scenes")
     p.add_argument("--no-boxmot", action="store_true", help="our tracker only")
+    p.add_argument(
+        "--boxmot-stamps",
+        action="store_true",
+        help="boxmot in its variable_dt mode with the capture stamps (default: frame order)",
+    )
     p.add_argument("--out", type=Path, help="JSON (default bench/results/tracking[_tune].json)")
     p.add_argument("--worker", nargs=2, metavar=("JOBS", "RESULT"), help=argparse.SUPPRESS)
     p.add_argument("--score-worker", nargs=2, metavar=("JOBS", "RESULT"), help=argparse.SUPPRESS)
@@ -505,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 jobs[key] = {"frames": frames, "stamps_ns": stamped(frames, 30.0)}
 
+        for job in jobs.values():
+            job["boxmot_stamps"] = bool(args.boxmot_stamps)
         t0 = time.perf_counter()
         ours_runs, meta = run_ours(jobs, args.cmc)
         t_ours = time.perf_counter() - t0
@@ -598,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             "version": theirs["boxmot_version"],
             "torch": theirs["torch_version"],
             "trackers": list(BOXMOT_TRACKERS),
+            "time_steps": "capture stamps (variable_dt)" if args.boxmot_stamps else "frame order",
             "BotSort": "use_embeddings=False; use_cmc (default ecc) on the ego family only",
         },
         "synthetic": {
