@@ -8,7 +8,7 @@ the same, row for row, for the same (family, seed) on every machine. Families:
 * ``crowd``: two crowds crossing in a band, long mutual occlusions between
   people of similar size;
 * ``occlusion``: people walking behind wide static occluders (pillars), fully
-  hidden for up to ~1.5 s;
+  hidden for up to ~3 s;
 * ``dropped``: 10-50 % of the frames dropped (single and in bursts) and the
   capture times jittered, so the stamps are uneven;
 * ``ego``: a camera that pans, shakes and moves forward/back (zoom), so every
