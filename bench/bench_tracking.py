@@ -140,14 +140,17 @@ def load_sim_module():
     return mod
 
 
-def sim_jobs(families: list[str], seeds: list[int], tmp: Path) -> dict[str, dict]:
+def sim_jobs(
+    families: list[str], seeds: list[int], tmp: Path, noise: str | None = None
+) -> dict[str, dict]:
     """One job per (family, seed): detections, stamps, scored gt (a MOT file
-    under `tmp`) and, for the ego family, the rendered frames (an .npy there)."""
+    under `tmp`) and, for the ego family, the rendered frames (an .npy there).
+    `noise` replaces every family's detector noise (None: each family's own)."""
     mot = load_sim_module()
     jobs = {}
     for family in families:
         for seed in seeds:
-            seq = mot.generate(family, seed)
+            seq = mot.generate(family, seed, noise)
             gt_path = tmp / f"{seq.name}-gt.txt"
             np.savetxt(gt_path, seq.gt_scored()[:, :6], delimiter=",", fmt="%.3f")
             images = None
@@ -457,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", help="comma list of seeds (overrides --split)")
     p.add_argument("--cmc", choices=("images", "truth", "off"), default="images",
                    help="camera motion for our tracker on the ego family")  # fmt: skip
+    p.add_argument("--noise", help="detector noise for every family (a perception.sim.mot "
+                   "NOISE_LEVELS key, e.g. clean: confident boxes only; default: "
+                   "each family's own)")  # fmt: skip
     p.add_argument("--no-tud", action="store_true", help="skip the TUD sequences")
     p.add_argument("--no-speed", action="store_true", help="skip the speed-only scenes")
     p.add_argument("--no-boxmot", action="store_true", help="our tracker only")
@@ -484,8 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown families {sorted(unknown)}; known: {', '.join(mot.FAMILIES)}")
     seeds = parse_list(args.seeds, int) or list(mot.split_seeds(args.split))
     split = "custom" if args.seeds else args.split
+    if args.noise is not None and args.noise not in mot.NOISE_LEVELS:
+        p.error(f"--noise: expected one of {', '.join(mot.NOISE_LEVELS)}, got {args.noise!r}")
+    suffix = "" if args.noise is None else f"_{args.noise}"
     out_path = args.out or ROOT / "bench" / "results" / (
-        "tracking.json" if split == "heldout" else f"tracking_{split}.json"
+        f"tracking{suffix}.json" if split == "heldout" else f"tracking_{split}{suffix}.json"
     )
 
     # motmetrics (TUD data + scoring) in this venv if installed, else in the
@@ -499,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_tracking_") as tmp_name:
         tmp = Path(tmp_name)
         t0 = time.perf_counter()
-        jobs = sim_jobs(families, seeds, tmp)
+        jobs = sim_jobs(families, seeds, tmp, args.noise)
         t_generate = time.perf_counter() - t0
         sim_keys = list(jobs)
         if not args.no_tud and data_dir is not None:
@@ -619,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "synthetic": {
             "split": split,
+            "noise": args.noise or "each family's own",
             "seeds": seeds,
             "families": families,
             "gt_min_visibility": mot.GT_MIN_VISIBILITY,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -73,15 +73,20 @@ class NoiseLevel:
     """Detector noise. `miss` is the miss probability of a fully visible object;
     `burst` the per-frame chance that an object starts a run of 2-8 misses;
     `fp_rate` the mean number of false positives per frame (mostly low score);
-    `jitter` the box noise std as a fraction of box size."""
+    `jitter` the box noise std as a fraction of box size; `graded_scores`
+    False gives every detection a high score however occluded its object is
+    (a detector whose boxes are all confident, as MOTChallenge's public
+    detections with score 1: what OC-SORT-style trackers are built for)."""
 
     miss: float
     burst: float
     fp_rate: float
     jitter: float
+    graded_scores: bool = True
 
 
 NOISE_LEVELS: dict[str, NoiseLevel] = {
+    "clean": NoiseLevel(miss=0.03, burst=0.003, fp_rate=0.05, jitter=0.02, graded_scores=False),
     "moderate": NoiseLevel(miss=0.06, burst=0.008, fp_rate=0.4, jitter=0.03),
     "heavy1": NoiseLevel(miss=0.15, burst=0.02, fp_rate=1.5, jitter=0.05),
     "heavy2": NoiseLevel(miss=0.25, burst=0.03, fp_rate=3.0, jitter=0.07),
@@ -182,14 +187,20 @@ def split_seeds(split: str) -> tuple[int, ...]:
     return SPLITS[split]
 
 
-def generate(family: str, seed: int) -> MotSequence:
-    """The sequence of (family, seed); the same on every call and machine."""
+def generate(family: str, seed: int, noise: str | None = None) -> MotSequence:
+    """The sequence of (family, seed); the same on every call and machine.
+    `noise` (a NOISE_LEVELS key) replaces the family's own detector noise:
+    the same objects, motion and frames under another detector."""
     if family not in _FAMILY_FNS:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    if noise is not None and noise not in NOISE_LEVELS:
+        raise ValueError(f"noise: expected one of {sorted(NOISE_LEVELS)}, got {noise!r}")
     fam_index = FAMILIES.index(family)
     rng = np.random.default_rng([fam_index, int(seed), 17])
     w, h = IMAGE_SIZE
     scene = _FAMILY_FNS[family](rng, seed)
+    if noise is not None:
+        scene = replace(scene, noise=noise)
     t = scene.times
     n_ticks = t.shape[0]
     cam = scene.camera if scene.camera is not None else np.tile(_IDENTITY, (n_ticks, 1, 1))
@@ -207,7 +218,7 @@ def generate(family: str, seed: int) -> MotSequence:
     n_frames = idx.shape[0]
 
     occ_img = _apply_many(cam, np.broadcast_to(scene.occluders, (n_frames, *scene.occluders.shape)))
-    noise = NOISE_LEVELS[scene.noise]
+    level = NOISE_LEVELS[scene.noise]
     gt_rows, det_rows = [], []
     n_obj = world.shape[1]
     burst_left = np.zeros(n_obj, np.int64)
@@ -235,26 +246,28 @@ def generate(family: str, seed: int) -> MotSequence:
         score_lo = rng.uniform(0.1, 0.35, (n_draw,))
         u_weak = rng.random((n_draw,))
         jit = rng.normal(0.0, 1.0, (n_draw, 4))
-        starting = inside & (burst_left == 0) & (u_burst < noise.burst)
+        starting = inside & (burst_left == 0) & (u_burst < level.burst)
         burst_left = np.where(starting, burst_len, burst_left)
         for i in np.flatnonzero(inside):
             v = vis[i]
             if burst_left[i] > 0:
                 continue
             if v >= 0.6:
-                p, s = 1.0 - noise.miss, score_hi[i] if u_weak[i] > 0.05 else score_mid[i]
+                p, s = 1.0 - level.miss, score_hi[i] if u_weak[i] > 0.05 else score_mid[i]
             elif v >= 0.3:
-                p, s = (1.0 - noise.miss) * 0.75, score_mid[i]
+                p, s = (1.0 - level.miss) * 0.75, score_mid[i]
             else:
                 p, s = 0.1, score_lo[i]
+            if not level.graded_scores:
+                s = score_hi[i]
             if u_det[i] >= p:
                 continue
-            box = _jitter(boxes[i], jit[i], noise.jitter * (1.5 if v < 0.6 else 1.0))
+            box = _jitter(boxes[i], jit[i], level.jitter * (1.5 if v < 0.6 else 1.0))
             box = _clip(box[None], w, h)[0]
             if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
                 det_rows.append((k + 1, -1, box[0], box[1], box[2] - box[0], box[3] - box[1], s))
         burst_left = np.maximum(burst_left - 1, 0)
-        for box, s in _false_positives(rng, noise, ghosts, w, h):
+        for box, s in _false_positives(rng, level, ghosts, w, h):
             det_rows.append((k + 1, -1, box[0], box[1], box[2] - box[0], box[3] - box[1], s))
 
     affine = np.tile(_IDENTITY, (n_frames, 1, 1))
@@ -533,6 +546,8 @@ def _false_positives(
         if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
             out.append((box, float(s[i])))
     fire = rng.random(ghosts.shape[0]) < 0.3
+    if not noise.graded_scores:
+        fire[:] = False  # a clean detector has no persistent ghost boxes
     gs = rng.uniform(0.3, 0.65, (ghosts.shape[0],))
     gj = rng.normal(0.0, 2.0, ghosts.shape)
     for i in np.flatnonzero(fire).tolist():
