@@ -53,7 +53,7 @@ def setup(ros_context, executor):
         parameter_overrides=[
             Parameter("input_topics", value=["/cam_a/detections", "/cam_b/detections"]),
             Parameter("class_names", value=["person", "car"]),
-            Parameter("tracker.max_lost_s", value=2.0),
+            Parameter("tracker.max_lost_s", value=3.0),
         ],
     )
     peer = rclpy.create_node("tracker_node_test_peer", context=ros_context)
@@ -129,7 +129,7 @@ def test_tracks_published_per_camera_with_stable_ids_and_header(setup) -> None:
 
 def test_parameters_validated_and_changed_at_run_time(setup) -> None:
     node, _pubs, _received, _executor = setup
-    assert node.config.max_lost_s == 2.0
+    assert node.config.max_lost_s == 3.0
     res = node.set_parameters([Parameter("tracker.high_score", value=0.7)])
     assert res[0].successful and node.config.high_score == 0.7
     assert node.trackers[1].config.high_score == 0.7

@@ -573,16 +573,16 @@ class TrackerParams(TrackerConfigMixin):
     #: stage); lower ones are ignored. At most high_score.
     low_score: float = 0.1
     #: An unmatched detection starts a track at or above this score.
-    new_track_score: float = 0.6
+    new_track_score: float = 0.65
     #: Minimum (score-fused) IoU for the first-stage match.
     match_iou: float = 0.2
     #: Minimum IoU to match a low-score detection.
     match_iou_low: float = 0.5
     #: Minimum (score-fused) IoU to extend a tentative track.
-    match_iou_tentative: float = 0.3
+    match_iou_tentative: float = 0.5
     #: Minimum IoU between a track's last observation and a detection in the observation-centric
     #: recovery stage (OC-SORT OCR).
-    recovery_iou: float = 0.3
+    recovery_iou: float = 0.4
     #: In recovery, the box heights of the last observation and the detection may differ by at most
     #: this factor (>= 1; the last observation can be old, so IoU alone admits a much smaller box).
     recovery_max_scale: float = 1.5
@@ -596,12 +596,20 @@ class TrackerParams(TrackerConfigMixin):
     #: before).
     confirm_first_frame: bool = True
     #: A lost track is removed after this long without observation (>= 0).
-    max_lost_s: float = 1.0
+    max_lost_s: float = 2.0
     #: On re-association after a gap, re-run the filter along a virtual straight path from the last
     #: observation (OC-SORT ORU).
     observation_centric: bool = True
     #: Associate leftover tracks by their last observed box (OC-SORT OCR).
     recovery: bool = True
+    #: Weight of the direction-consistency term in the first association (OC-SORT's momentum,
+    #: 'inertia'; OC-SORT uses 0.2): detections continuing the direction the track's observations
+    #: moved in are preferred; the IoU gate does not change. 0 (default) turns it off: on the tuning
+    #: sequences it did not help (>= 0).
+    direction_weight: float = 0.0
+    #: The direction is taken between a track's last observation and the newest one at least this
+    #: much older (>= 0).
+    direction_delta_s: float = 0.1
     #: Output Kalman-filtered boxes instead of detection boxes.
     output_filtered: bool = True
     #: Also output lost tracks at their predicted box for this long after their last observation (0:
@@ -646,6 +654,8 @@ class TrackerParams(TrackerConfigMixin):
             max_lost_s=v["max_lost_s"],
             observation_centric=v["observation_centric"],
             recovery=v["recovery"],
+            direction_weight=v["direction_weight"],
+            direction_delta_s=v["direction_delta_s"],
             output_filtered=v["output_filtered"],
             output_lost_s=v["output_lost_s"],
             reorder_tolerance_s=v["reorder_tolerance_s"],

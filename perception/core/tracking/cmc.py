@@ -97,22 +97,31 @@ class CameraMotionEstimator:
 
     def __init__(
         self,
-        downscale: int = 2,
-        max_corners: int = 400,
+        work_width: int = 320,
+        max_corners: int = 150,
         min_inliers: int = 12,
         min_inlier_ratio: float = 0.3,
         max_scale_change: float = 0.2,
         max_rotation_rad: float = 0.2,
+        flow_window: int = 11,
+        flow_levels: int = 3,
     ) -> None:
-        if downscale < 1:
-            raise ValueError(f"downscale: expected >= 1, got {downscale}")
-        self.downscale = int(downscale)
+        """`work_width`: frames are shrunk by an integer factor to about this
+        width before anything else (the cost is then nearly independent of
+        the camera resolution); the other arguments bound the corner search,
+        the optical flow and what counts as a plausible motion."""
+        if work_width < 16:
+            raise ValueError(f"work_width: expected >= 16, got {work_width}")
+        self.work_width = int(work_width)
         self.max_corners = int(max_corners)
         self.min_inliers = int(min_inliers)
         self.min_inlier_ratio = float(min_inlier_ratio)
         self.max_scale_change = float(max_scale_change)
         self.max_rotation_rad = float(max_rotation_rad)
+        self.flow_window = int(flow_window)
+        self.flow_levels = int(flow_levels)
         self.stats = CameraMotionStats()
+        self.downscale = 1
         self._prev: np.ndarray | None = None
         self._prev_pts: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
@@ -128,11 +137,13 @@ class CameraMotionEstimator:
         import cv2
 
         self.stats.frames += 1
-        gray = self._gray(cv2, image)
         affine = identity_affine()
         if self._prev is not None and self._shape != image.shape[:2]:
             self.stats.restarts += 1
             self._prev = None
+        if self._prev is None:
+            self.downscale = max(1, round(image.shape[1] / self.work_width))
+        gray = self._gray(cv2, image)
         if self._prev is not None:
             affine = self._fit(cv2, self._prev, self._prev_pts, gray)
         self._prev = gray
@@ -142,17 +153,18 @@ class CameraMotionEstimator:
 
     # ------------------------------------------------------------ internals
     def _gray(self, cv2: Any, image: np.ndarray) -> np.ndarray:
+        """Shrink first, then convert to gray (cheaper than the other order)."""
         img = np.asarray(image)
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         if img.dtype != np.uint8:
             img = np.clip(img, 0, 255).astype(np.uint8)
         if self.downscale > 1:
             h, w = img.shape[:2]
             size = (max(1, w // self.downscale), max(1, h // self.downscale))
             img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         return np.ascontiguousarray(img)
 
     def _corners(self, cv2: Any, gray: np.ndarray, boxes: np.ndarray | None) -> np.ndarray | None:
@@ -190,7 +202,10 @@ class CameraMotionEstimator:
         if prev_pts is None or len(prev_pts) < self.min_inliers:
             stats.failed_features += 1
             return identity_affine()
-        nxt, status, _ = cv2.calcOpticalFlowPyrLK(prev, gray, prev_pts, None)
+        win = (self.flow_window, self.flow_window)
+        nxt, status, _ = cv2.calcOpticalFlowPyrLK(
+            prev, gray, prev_pts, None, winSize=win, maxLevel=self.flow_levels
+        )
         if nxt is None or status is None:
             stats.failed_features += 1
             return identity_affine()

@@ -36,7 +36,10 @@ class TrackerConfig:
     """Parameters of `Tracker`.
 
     Defaults follow ByteTrack/OC-SORT, converted to seconds; the Kalman noise
-    and `output_lost_s` were tuned on TUD-Campus and TUD-Stadtmitte (25 Hz).
+    and `output_lost_s` were tuned on TUD-Campus and TUD-Stadtmitte (25 Hz),
+    `max_lost_s`, `recovery_iou`, `new_track_score` and `match_iou_tentative`
+    on the tune split of perception/sim/mot.py (bench/bench_tracking.py
+    --split tune) without changing the TUD results.
     The `tracker` section of perception/ros/specs/tracker.params.yaml mirrors
     these fields (test/test_config.py keeps names and defaults equal); nodes
     and CLIs build this through perception.config.TrackerParams.to_config().
@@ -63,6 +66,12 @@ class TrackerConfig:
         observation_centric: on re-association after a gap, re-run the filter
             along a virtual straight path from the last observation (OC-SORT ORU).
         recovery: associate leftover tracks by their last observed box (OCR).
+        direction_weight: weight of the direction-consistency term in the first
+            association (OC-SORT's momentum, "inertia"): detections continuing
+            the direction the track's observations moved in are preferred;
+            0 turns it off. The IoU gate does not change.
+        direction_delta_s: the direction is taken between the last observation
+            and the newest one at least this much older.
         output_filtered: output Kalman-filtered boxes instead of detection boxes.
         output_lost_s: also output lost tracks at their predicted box for this
             long after their last observation (0: only observed tracks); the
@@ -87,19 +96,21 @@ class TrackerConfig:
 
     high_score: float = 0.5
     low_score: float = 0.1
-    new_track_score: float = 0.6
+    new_track_score: float = 0.65
     match_iou: float = 0.2
     match_iou_low: float = 0.5
-    match_iou_tentative: float = 0.3
-    recovery_iou: float = 0.3
+    match_iou_tentative: float = 0.5
+    recovery_iou: float = 0.4
     recovery_max_scale: float = 1.5
     fuse_score: bool = True
     class_consistent: bool = True
     min_hits: int = 2
     confirm_first_frame: bool = True
-    max_lost_s: float = 1.0
+    max_lost_s: float = 2.0
     observation_centric: bool = True
     recovery: bool = True
+    direction_weight: float = 0.0
+    direction_delta_s: float = 0.1
     output_filtered: bool = True
     output_lost_s: float = 0.05
     reorder_tolerance_s: float = 0.5
@@ -139,7 +150,13 @@ class TrackerConfig:
                 raise TrackerConfigError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.min_hits < 1:
             raise TrackerConfigError(f"min_hits: expected >= 1, got {self.min_hits}")
-        for name in ("max_lost_s", "reorder_tolerance_s", "output_lost_s"):
+        for name in (
+            "max_lost_s",
+            "reorder_tolerance_s",
+            "output_lost_s",
+            "direction_weight",
+            "direction_delta_s",
+        ):
             if getattr(self, name) < 0.0:
                 raise TrackerConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
         for name in ("meas_noise", "pos_noise", "vel_noise", "init_pos_noise", "init_vel_noise"):

@@ -52,6 +52,8 @@ __all__ = ["TrackInfo", "TrackSnapshot", "TrackState", "Tracker", "TrackerStats"
 _LOG = logging.getLogger(__name__)
 _NS = 1_000_000_000
 _MAX_VIRTUAL_STEPS = 8  # coarser steps over long gaps: Q scales with dt
+_HIST = 6  # observed centres kept per track for the direction term
+_NO_STAMP = np.iinfo(np.int64).min // 2  # history slot not filled yet
 
 
 class TrackState(IntEnum):
@@ -404,6 +406,7 @@ class Tracker:
                 cfg.fuse_score,
                 track_det,
                 used,
+                direction=cfg.direction_weight > 0.0,
             )
             low = np.flatnonzero(~high & (scores >= cfg.low_score))
             if low.size:
@@ -475,6 +478,10 @@ class Tracker:
                 self._hits[matched] += 1
                 self._seen_ns[matched] = stamp
                 self._obs[matched] = z
+                self._hist[matched, 1:] = self._hist[matched, :-1]
+                self._hist_ns[matched, 1:] = self._hist_ns[matched, :-1]
+                self._hist[matched, 0] = z[:, :2]
+                self._hist_ns[matched, 0] = stamp
                 self._score[matched] = scores[md]
                 if not cfg.class_consistent:
                     self._cls[matched] = classes[md]
@@ -507,6 +514,9 @@ class Tracker:
         self._start_ns = np.zeros(0, np.int64)
         self._seen_ns = np.zeros(0, np.int64)
         self._obs = np.zeros((0, 4), np.float64)
+        # short history of observed centres for the direction term (OC-SORT OCM)
+        self._hist = np.zeros((0, _HIST, 2), np.float64)
+        self._hist_ns = np.zeros((0, _HIST), np.int64)
         self._row = np.zeros(0, np.intp)
         self._last_stamp = None
         self._nominal_dt = None
@@ -530,10 +540,14 @@ class Tracker:
         track_det: np.ndarray,
         used: np.ndarray,
         max_scale: float | None = None,
+        direction: bool = False,
     ) -> None:
         """One assignment stage between track rows and detection rows; records
         matches in `track_det` / `used`. With `max_scale`, pairs whose box
-        heights differ by more than that factor are not matched."""
+        heights differ by more than that factor are not matched. With
+        `direction`, the cost also rewards detections that continue the
+        direction the track's observations moved in (OC-SORT's momentum term,
+        over `direction_delta_s` of observations); the IoU gate is unchanged."""
         if tracks.size == 0 or dets.size == 0:
             return
         tb = track_boxes[tracks]
@@ -546,11 +560,51 @@ class Tracker:
             sim[(ratio > max_scale) | (ratio * max_scale < 1.0)] = -1.0
         if self._cfg.class_consistent:
             sim[self._cls[tracks][:, None] != classes[dets][None, :]] = -1.0
-        cost = 1.0 - sim
-        r, c = linear_assignment(cost, 1.0 - min_iou, self._cfg.solver)
+        limit = 1.0 - min_iou
+        if direction:
+            weight = self._cfg.direction_weight
+            bonus = self._direction_bonus(tracks, db, scores[dets])
+            cost = np.where(sim >= min_iou, 1.0 - sim - weight * bonus, np.inf)
+            limit += 0.5 * weight
+        else:
+            cost = 1.0 - sim
+        r, c = linear_assignment(cost, limit, self._cfg.solver)
         if r.size:
             track_det[tracks[r]] = dets[c]
             used[dets[c]] = True
+
+    def _direction_bonus(
+        self, tracks: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray
+    ) -> np.ndarray:
+        """(T, D) in [-0.5, 0.5]: how well the direction from each track's
+        anchor observation (the newest one at least `direction_delta_s` before
+        its last) to each detection agrees with the direction from the anchor
+        to the last observation, scaled by the detection score; 0 for tracks
+        without an anchor or that did not move."""
+        hist = self._hist[tracks]
+        hist_ns = self._hist_ns[tracks]
+        age = hist_ns[:, :1] - hist_ns
+        ok = (age >= int(self._cfg.direction_delta_s * _NS)) & (hist_ns != _NO_STAMP)
+        have = ok.any(axis=1)
+        # newest slot old enough, else the oldest filled one (a young track)
+        filled = hist_ns != _NO_STAMP
+        oldest = filled.sum(axis=1) - 1
+        pick = np.where(have, ok.argmax(axis=1), oldest)
+        rows = np.arange(tracks.size)
+        anchor = hist[rows, pick]
+        valid = pick > 0
+        v = hist[:, 0] - anchor
+        norm = np.hypot(v[:, 0], v[:, 1])
+        valid &= norm > 1e-6
+        v /= np.maximum(norm, 1e-6)[:, None]
+        dc = 0.5 * (det_boxes[:, :2] + det_boxes[:, 2:])  # (D, 2)
+        u = dc[None, :, :] - anchor[:, None, :]
+        un = np.hypot(u[..., 0], u[..., 1])
+        cos = (u[..., 0] * v[:, None, 0] + u[..., 1] * v[:, None, 1]) / np.maximum(un, 1e-6)
+        angle = np.arccos(np.clip(cos, -1.0, 1.0))
+        bonus: np.ndarray = (0.5 * np.pi - angle) / np.pi * det_scores[None, :]
+        bonus[~valid] = 0.0
+        return bonus
 
     def _warp(self, affine: np.ndarray) -> None:
         """Move every track (filter state, state at the last observation and
@@ -570,6 +624,7 @@ class Tracker:
             st.pxv *= s2
             st.pvv *= s2
         self._obs = warp_boxes_cxcywh(self._obs, affine)
+        self._hist = self._hist @ lin.T + affine[:, 2]
 
     def _reupdate(self, idx: np.ndarray, z: np.ndarray, stamp: int) -> None:
         """OC-SORT observation-centric re-update: restart each re-found track
@@ -655,6 +710,8 @@ class Tracker:
         self._start_ns = self._start_ns[keep]
         self._seen_ns = self._seen_ns[keep]
         self._obs = self._obs[keep]
+        self._hist = self._hist[keep]
+        self._hist_ns = self._hist_ns[keep]
         self._row = self._row[keep]
 
     def _spawn(
@@ -687,4 +744,10 @@ class Tracker:
         self._start_ns = np.concatenate((self._start_ns, np.full(k, stamp, np.int64)))
         self._seen_ns = np.concatenate((self._seen_ns, np.full(k, stamp, np.int64)))
         self._obs = np.concatenate((self._obs, z))
+        hist = np.zeros((k, _HIST, 2), np.float64)
+        hist[:, 0] = z[:, :2]
+        hist_ns = np.full((k, _HIST), _NO_STAMP, np.int64)
+        hist_ns[:, 0] = stamp
+        self._hist = np.concatenate((self._hist, hist))
+        self._hist_ns = np.concatenate((self._hist_ns, hist_ns))
         self._row = np.concatenate((self._row, new.astype(np.intp)))
