@@ -120,6 +120,11 @@ class TrackerNode(Node):
         self.get_logger().info(
             f"tracking {self.input_topics} -> {self.output_topics} with {self._config.as_dict()}"
         )
+        if self._config.camera_motion_compensation:
+            self.get_logger().warning(
+                "tracker.camera_motion_compensation is on, but this node only receives "
+                "boxes (no images): it has no effect here; set it on the detector node"
+            )
 
     # ------------------------------------------------------------ parameters
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
