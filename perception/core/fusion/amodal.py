@@ -13,7 +13,9 @@ completes such a fit with a per-class size prior:
 2. the prior's length and width are assigned to the two axes so that an
    observed extent fits its prior where the sensor can see that extent (a
    flat face seen head-on, 1.8 m wide, is a car's rear, not a partly seen
-   side; an extent much larger than a prior cannot be that prior);
+   side; an extent much larger than a prior cannot be that prior); a weak
+   preference for a length along the frame's x (the ego's lane) settles
+   views that fit both ways;
 3. each extent is merged with its prior: a face seen edge-on says nothing
    about its extent, a face seen square-on (almost) all of it, so the weight
    of the observation is `observed_weight` times how square-on the face that
@@ -21,7 +23,9 @@ completes such a fit with a per-class size prior:
    partial view, not a small object); never below the observed extent;
 4. what the merge adds to an extent goes behind the visible surface, away
    from the sensor along the axis (symmetric for an axis across the view),
-   extra height on top (objects stand on the ground).
+   towards the image border along an axis the border cuts; extra height
+   goes on top for a LiDAR (the box already reaches the ground plane), below
+   for a camera (nearer objects hide bottoms).
 
 Without a prior for the class the hidden extent is the smaller of the larger
 visible horizontal extent and the height (the old heuristic). Everything here
@@ -112,6 +116,10 @@ class AmodalConfig:
         partial_ratio: an observed extent at most this fraction of its prior
             is taken as a partial view (the prior alone); between it and the
             prior the observation's weight rises linearly.
+        forward_prior: cost (in m^2 of extent misfit) of a length axis across
+            the frame's x rather than along it: breaks the tie for a single
+            face that fits a length and a width (e.g. cut by the image
+            border); road users mostly move along the ego's lane. 0 = none.
     """
 
     priors: tuple[tuple[int, float, float, float], ...] = ()
@@ -121,6 +129,7 @@ class AmodalConfig:
     min_points: int = 5
     overshoot_tolerance: float = 1.1
     partial_ratio: float = 0.6
+    forward_prior: float = 0.3
 
     def __post_init__(self) -> None:
         try:
@@ -219,6 +228,7 @@ def complete_box(
     yaw: float | None = None,
     extent_percentiles: tuple[float, float] = (0.0, 100.0),
     cut: np.ndarray | None = None,
+    grow_down: bool = False,
 ) -> AmodalBox:
     """The whole box of an object from its visible surface `points` (N, 3)
     seen from `viewpoint` (3,), both in a z-up frame (see the module doc).
@@ -231,6 +241,8 @@ def complete_box(
     extent along the box axis closest to it is only a lower bound (the
     prior's weight is 1; it does not vote on which axis is the length) and
     what is added to it goes outwards unless the near face across it is seen.
+    Height added to the observed one goes on top, or below with `grow_down`
+    (a camera: nearer objects hide bottoms, the top is seen).
     """
     from perception.core.fusion.lidar import fit_yaw_box  # shares the L-shape fit
 
@@ -265,15 +277,12 @@ def complete_box(
     # axis: seen square-on when the other axis points along the view
     vis = np.abs(along[::-1])
     height_obs = max(zt - zb, 0.0)
-    # the image border cuts the object along the box axis closest to the
-    # border's outward normal: that extent is a lower bound
-    cut_axis = np.zeros(2, bool)
+    # the image border may cut the object along a box axis that points out
+    # of the image (the border's outward normal): that extent is a lower bound
     toward = np.zeros(2)
     if cut is not None:
         toward = axes @ np.asarray(cut, np.float64).reshape(-1)[:2]
-        k = int(np.argmax(np.abs(toward)))
-        cut_axis[k] = abs(toward[k]) >= 0.3
-    vis_fit = np.where(cut_axis, 0.0, vis)
+    cut_axis = np.abs(toward) >= 0.3
     if prior is None:
         side = min(max(float(obs.max()), 1e-3), max(height_obs, 1e-3))
         pri = np.array([side, side])
@@ -282,19 +291,27 @@ def complete_box(
         pri_l, pri_w, pri_h = (float(x) for x in prior)
         tol = config.overshoot_tolerance
 
-        def cost(pa: np.ndarray) -> float:
+        # an extent the points barely span says nothing (its faces are not
+        # seen); one along a cut axis is only a lower bound (no vote)
+        spanned = obs >= 0.1 * min(pri_l, pri_w)
+        vis_fit = np.where(spanned & ~cut_axis, vis, 0.0)
+
+        def cost(pa: np.ndarray, length_axis: int) -> float:
             fit = float(np.sum(vis_fit * (obs - pa) ** 2))
             over = float(np.sum(np.maximum(obs - tol * pa, 0.0) ** 2))
-            return fit + 10.0 * over
+            # lanes run along the ego's heading: a weak vote for a length
+            # along the frame's x, for views that fit either way
+            heading = abs(float(axes[length_axis, 1]))  # |sin| of its angle to x
+            return fit + 10.0 * over + config.forward_prior * heading
 
         a = np.array([pri_l, pri_w])
         b = np.array([pri_w, pri_l])
-        pri = a if cost(a) <= cost(b) else b
+        pri = a if cost(a, 0) <= cost(b, 1) else b
     # an extent well below its prior is a partial view (occlusion, grazing
     # angle), not a small object: the observation's weight fades out there
     ratio = obs / np.maximum(pri, 1e-3)
     plausible = np.clip((ratio - config.partial_ratio) / (1.0 - config.partial_ratio), 0.0, 1.0)
-    w_obs = config.observed_weight * vis_fit * plausible
+    w_obs = np.where(cut_axis, 0.0, config.observed_weight * vis * plausible)
     # where the extra extent goes along axis i: away from the sensor when the
     # near face across that axis is seen (the points span the other axis: a
     # car's rear seen from behind); else towards the image border when the
@@ -306,9 +323,12 @@ def complete_box(
     size_xy = np.maximum(obs, w_obs * obs + (1.0 - w_obs) * pri)
     extra = size_xy - obs
     centre_uv = mid + 0.5 * extra * g
-    wh = config.height_weight
+    ratio_h = height_obs / max(pri_h, 1e-3)
+    wh = config.height_weight * min(
+        max((ratio_h - config.partial_ratio) / (1.0 - config.partial_ratio), 0.0), 1.0
+    )
     size_h = max(height_obs, wh * height_obs + (1.0 - wh) * pri_h)
-    centre_z = zb + 0.5 * size_h
+    centre_z = zt - 0.5 * size_h if grow_down else zb + 0.5 * size_h
     centre = np.array([*(centre_uv @ axes), centre_z])
     size = np.array([size_xy[0], size_xy[1], size_h])
     floor = 1e-3

@@ -285,7 +285,9 @@ class DepthLifter:
             if x2 - x1 < 1 or y2 - y1 < 1:
                 invalid += 1
                 continue
-            if masks is not None and self._mask_usable(masks, i):
+            from_mask = masks is not None and self._mask_usable(masks, i)
+            if from_mask:
+                assert masks is not None
                 found = self._from_mask(masks, i, z_img)
                 mask_rows += 1
             else:
@@ -304,8 +306,10 @@ class DepthLifter:
             z_front, z_back, lateral, pts = found
             if amodal is not None and t_fit is not None and pts is not None and len(pts):
                 cut = border_normal(cam, b, t_fit[:3, :3])
+                if not from_mask:  # a mask holds the instance's pixels only
+                    pts = pts[_front_component(pts, z_front + 2.0 * cfg.front_margin_m, t_fit)]
                 center, size, yaw, cov = self._amodal_row(
-                    pts, t_fit, size_prior.get(int(det.class_ids[i])), cut
+                    pts, t_fit, size_prior.get(int(det.class_ids[i])), cut, b[1] > 1.0
                 )
                 yaws.append(yaw)
             else:
@@ -384,6 +388,7 @@ class DepthLifter:
         t_fit: np.ndarray,
         prior: np.ndarray | None,
         cut: np.ndarray | None,
+        grow_down: bool,
     ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """Centre, size, yaw and centre covariance (all in the z-up fitting
         frame) of one object from its pixels' camera-frame points."""
@@ -398,6 +403,7 @@ class DepthLifter:
             cfg.amodal,
             extent_percentiles=cfg.extent_percentiles,
             cut=cut,
+            grow_down=grow_down,  # unless the box reaches the top of the image
         )
         # covariance: depth noise and a share of the completed extent along the
         # (horizontal) view, the lateral model across it and vertically
@@ -532,3 +538,33 @@ class DepthLifter:
         half_x, half_y = 0.5 * z_front / cam.fx, 0.5 * z_front / cam.fy
         lateral = np.array([xlo - half_x, xhi + half_x, ylo - half_y, yhi + half_y])
         return z_front, z_back, lateral, pts
+
+
+def _front_component(pts_cam: np.ndarray, z_front: float, t_fit: np.ndarray) -> np.ndarray:
+    """(N,) bool: the box path's points on the ground-plane component (8-connected
+    0.3 m cells of the z-up fitting frame) that holds most of the front surface
+    (camera depth <= `z_front`): a neighbour inside the 2D box, within the
+    depth range but apart on the ground, is another object. All points when
+    there is one component."""
+    import cv2
+
+    n_pts = pts_cam.shape[0]
+    if n_pts < 2:
+        return np.ones(n_pts, bool)
+    cell = 0.3
+    xy = pts_cam @ t_fit[:2, :3].T
+    lo = xy.min(axis=0)
+    ij = np.floor((xy - lo) / cell).astype(np.int64)
+    shape = ij.max(axis=0) + 1
+    if shape[0] * shape[1] > 250_000:  # > 150 m across: not one object anyway
+        return np.ones(n_pts, bool)
+    grid = np.zeros((int(shape[0]), int(shape[1])), np.uint8)
+    grid[ij[:, 0], ij[:, 1]] = 1
+    n, labels = cv2.connectedComponents(grid, connectivity=8)
+    if n <= 2:  # background + one component
+        return np.ones(n_pts, bool)
+    lab = labels[ij[:, 0], ij[:, 1]]
+    front = pts_cam[:, 2] <= z_front
+    votes = np.bincount(lab[front] if front.any() else lab, minlength=n)
+    keep: np.ndarray = lab == int(np.argmax(votes))
+    return keep

@@ -27,7 +27,8 @@ Per frame (`LidarFusion.fuse`), with bounded work whatever the cloud density:
    of sparse, one-sided LiDAR returns, so it is not used.)
 7. with `amodal` set, that box (the visible faces only) is completed behind
    them with the class's size prior (`amodal.complete_box`, viewpoint the
-   cloud frame's origin: the LiDAR, or near it for base_link).
+   cloud frame's origin: the LiDAR, or near it for base_link), its bottom on
+   the ground plane when its lowest point is less than a prior height above.
 
 Boxes are expressed in the cloud's frame, which must be z-up (a LiDAR frame or
 base_link; transform the cloud first otherwise). A detection without a
@@ -530,13 +531,20 @@ class LidarFusion:
             size = np.maximum(size, max(cfg.voxel_size_m, 0.02))
             sigma = cfg.range_noise_m + 0.5 * size / math.sqrt(best.size)
             if cfg.amodal is not None:
-                half = 0.5 * size[2]
+                prior = priors.get(int(det.class_ids[i]))
+                bottom, top = center[2] - 0.5 * size[2], center[2] + 0.5 * size[2]
+                if plane is not None and abs(plane[2]) > 1e-6 and prior is not None:
+                    # sparse beams may miss the lower part: an object stands on
+                    # the ground when its lowest point is within its height
+                    z_ground = -(plane[0] * center[0] + plane[1] * center[1] + plane[3]) / plane[2]
+                    if 0.0 < bottom - z_ground <= prior[2]:
+                        bottom = z_ground
                 amodal = complete_box(
                     sel64[best],
                     np.zeros(3),
-                    priors.get(int(det.class_ids[i])),
+                    prior,
                     cfg.amodal,
-                    z_range=(center[2] - half, center[2] + half),
+                    z_range=(bottom, top),
                     yaw=yaw,
                     cut=border_normal(cam, b, t_ext[:3, :3].T),
                 )
