@@ -263,3 +263,18 @@ def test_spec_defaults_are_the_core_priors_and_reach_the_stage(camera) -> None:
         assert out is not None and out.objects.frame_id == "base_link"
         errs[on] = float(np.linalg.norm(out.objects.centers[0] - car[0].center))
     assert errs[True] < 0.15 and errs[False] > 1.0, errs
+
+
+def test_depth_target_frame_that_is_not_z_up_falls_back_to_a_level_camera(camera) -> None:
+    """A target frame whose +z is not up (here the optical frame itself):
+    the fit is done in a level camera's frame and moved into the target."""
+    car = [SceneBox((15.0, 0.0, 0.75), (4.4, 1.8, 1.5), 0.0, CAR)]
+    depth, ids = render_depth(camera, T_BASE_FROM_CAM, car, 0.0)
+    det, _ = detections_from_render(ids, car, frame_id="cam")
+    res = DepthLifter(camera, DepthLiftConfig(amodal=AMODAL)).lift(
+        det, depth, T_target_from_camera=np.eye(4), target_frame="cam_copy"
+    )
+    t_cam_from_base = np.linalg.inv(T_BASE_FROM_CAM)
+    truth = t_cam_from_base[:3, :3] @ np.asarray(car[0].center) + t_cam_from_base[:3, 3]
+    assert res.objects.frame_id == "cam_copy"
+    assert np.linalg.norm(res.objects.centers[0] - truth) < 0.15
