@@ -278,3 +278,21 @@ def test_depth_target_frame_that_is_not_z_up_falls_back_to_a_level_camera(camera
     truth = t_cam_from_base[:3, :3] @ np.asarray(car[0].center) + t_cam_from_base[:3, 3]
     assert res.objects.frame_id == "cam_copy"
     assert np.linalg.norm(res.objects.centers[0] - truth) < 0.15
+
+
+def test_depth_noise_setting_reaches_the_lifter(camera) -> None:
+    """fusion depth_noise_m = the lifter's depth std model (the tracker's
+    measurement noise): exact simulator depth can say so."""
+    from perception.config.generated import FusionParams
+    from perception.pipeline.config import fusion_settings
+    from perception.pipeline.fusion import FusionSettings, FusionStage
+
+    assert FusionParams().depth_noise_m == (0.02, 0.003)
+    stage = FusionStage(fusion_settings(FusionParams.from_flat({"depth_noise_m": [0.01, 0.0005]})))
+    stage.set_camera(camera)
+    assert stage.lifter is not None
+    assert (stage.lifter.config.depth_noise_a, stage.lifter.config.depth_noise_b) == (0.01, 0.0005)
+    with pytest.raises(ValueError, match="depth_noise_m"):
+        fusion_settings(FusionParams.from_flat({"depth_noise_m": [0.01]}))
+    with pytest.raises(ValueError, match="depth_noise"):
+        FusionSettings(depth_noise=(0.01, -1.0))

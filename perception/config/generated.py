@@ -230,6 +230,11 @@ class FusionParams(SpecParams):
     depth_topic: str = "depth"
     #: Metres per depth unit; 0 = by encoding (16UC1 -> 0.001, 32FC1 -> 1).
     depth_scale: float = 0.0
+    #: Depth noise model [a, b] of mode depth: std a + b * z^2 (m) of a depth value at z m, part of
+    #: each object's centre covariance (the 3D tracker weighs measurements by it). The default suits
+    #: a stereo camera; simulators' depth images (CARLA, the generated scenario) are exact: a small
+    #: b (e.g. [0.02, 0.0005]) lets the tracker follow them instead of lagging on its prediction.
+    depth_noise_m: tuple[float, ...] = (0.02, 0.003)
     #: sensor_msgs/PointCloud2 (any field layout), mode lidar.
     cloud_topic: str = "points"
     #: Reliability of the CameraInfo, depth and cloud subscriptions. best_effort matches every
@@ -348,6 +353,7 @@ class FusionParams(SpecParams):
             camera_info_topic=v["camera_info_topic"],
             depth_topic=v["depth_topic"],
             depth_scale=v["depth_scale"],
+            depth_noise_m=tuple(v["depth_noise_m"]),
             cloud_topic=v["cloud_topic"],
             qos_reliability=v["qos_reliability"],
             target_frame=v["target_frame"],

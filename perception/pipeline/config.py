@@ -21,6 +21,7 @@ def fusion_settings(p: FusionParams, tracker3d: Tracker3DParams | None = None) -
         T_target_from_camera=rigid_transform("T_target_from_camera", p.T_target_from_camera),
         T_camera_from_cloud=rigid_transform("T_camera_from_cloud", cloud) if cloud else None,
         depth_scale=p.depth_scale,
+        depth_noise=_pair("depth_noise_m", p.depth_noise_m),
         tracker3d=(tracker3d or Tracker3DParams()).to_config() if p.tracking else None,
         prediction_max_horizon_s=p.prediction_max_horizon_s,
         max_boxes=p.max_boxes,
@@ -43,3 +44,9 @@ def size_priors(
         (str(c), float(lwh[3 * k]), float(lwh[3 * k + 1]), float(lwh[3 * k + 2]))
         for k, c in enumerate(classes)
     )
+
+
+def _pair(name: str, values: Sequence[float]) -> tuple[float, float]:
+    if len(values) != 2:
+        raise ValueError(f"{name}: expected 2 values [a, b], got {len(values)}")
+    return float(values[0]), float(values[1])

@@ -44,6 +44,8 @@ class FusionSettings:
         T_target_from_camera: 4x4 optical frame -> target frame.
         T_camera_from_cloud: 4x4 cloud frame -> optical frame (lidar mode).
         depth_scale: metres per depth unit; 0 = from the dtype (mm for uint16).
+        depth_noise: (a, b) of the depth std a + b * z^2 (m) in the centre
+            covariance (`DepthLiftConfig.depth_noise_a/b`).
         tracker3d: 3D tracker parameters; None = no 3D tracking.
         prediction_max_horizon_s: predictions further ahead are refused.
         max_boxes: most detections fused per frame (highest scores first).
@@ -60,6 +62,7 @@ class FusionSettings:
     T_target_from_camera: np.ndarray = field(default_factory=lambda: np.eye(4))
     T_camera_from_cloud: np.ndarray | None = None
     depth_scale: float = 0.0
+    depth_noise: tuple[float, float] = (0.02, 0.003)
     tracker3d: Tracker3DConfig | None = None
     prediction_max_horizon_s: float = 0.5
     max_boxes: int = 1000
@@ -70,6 +73,10 @@ class FusionSettings:
     def __post_init__(self) -> None:
         if self.max_boxes < 1:
             raise ValueError(f"max_boxes: expected >= 1, got {self.max_boxes}")
+        if len(self.depth_noise) != 2 or not all(
+            np.isfinite(v) and v >= 0 for v in self.depth_noise
+        ):
+            raise ValueError(f"depth_noise: expected (a, b) >= 0, got {self.depth_noise!r}")
         self.amodal()  # bad priors fail here, not at the first CameraInfo
 
     def amodal(self) -> AmodalConfig | None:
@@ -120,7 +127,10 @@ class FusionStage:
         self.camera = camera
         amodal = self.settings.amodal()
         if self.settings.mode == "depth":
-            self.lifter = DepthLifter(camera, DepthLiftConfig(amodal=amodal))
+            a, b = self.settings.depth_noise
+            self.lifter = DepthLifter(
+                camera, DepthLiftConfig(depth_noise_a=a, depth_noise_b=b, amodal=amodal)
+            )
         else:
             self.fusion = LidarFusion(
                 camera,

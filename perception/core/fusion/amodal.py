@@ -237,10 +237,11 @@ def complete_box(
     (bottom, top) when the caller knows them better than the points (LiDAR:
     down to the ground plane); `yaw`: the heading when already fitted.
     `cut`: for an object cut by the image border, the outward horizontal
-    normal (x, y) of that border's viewing plane (`border_normal`): the
-    extent along the box axis closest to it is only a lower bound (the
-    prior's weight is 1; it does not vote on which axis is the length) and
-    what is added to it goes outwards unless the near face across it is seen.
+    normal (x, y) of that border's viewing plane (`border_normal`): an
+    extent along a box axis pointing out of the image (within ~73 degrees of
+    it) is only a lower bound (the prior's weight is 1; it does not vote on
+    which axis is the length) and what is added to it goes outwards unless
+    the near face across that axis is seen.
     Height added to the observed one goes on top, or below with `grow_down`
     (a camera: nearer objects hide bottoms, the top is seen).
     """
