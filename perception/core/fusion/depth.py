@@ -19,6 +19,14 @@ heuristic; a LiDAR fit or a class prior does better). Lateral extents are the
 pixels inside the box do not widen the box; an occluder covering the centre
 of the box is taken for the object (known limitation of box-based lifting).
 
+With `DepthLiftConfig.amodal` (the fusion stage's `amodal_centres`, on by
+default there) the box is not the visible surface but the whole object: the
+object's pixels (those of the box within its depth range, on the ground-plane
+component holding its front surface; or its mask's) are moved into a z-up
+frame and `amodal.complete_box` fits a heading to them and completes them
+behind the surface with the class's size prior. A car seen from behind then
+has its centre ~2.2 m behind its rear, not ~0.75 m (bench/bench_amodal.py).
+
 A detection with an instance mask (`Detections.masks`, from a segmentation
 model; at least `min_mask_pixels` pixels) is lifted from its mask instead:
 the depth range from the depths under the mask only, the lateral extent and
