@@ -111,6 +111,7 @@ class AmodalConfig:
         height_weight: the same for the height (well observed by both sensors).
         ground_band: bottom fraction of the height left out of the footprint.
         min_points: fewer footprint points -> all points are used.
+        max_points: points used per object (strided subsample above it).
         overshoot_tolerance: an observed extent up to this factor of a prior
             is still compatible with it when assigning length and width.
         partial_ratio: an observed extent at most this fraction of its prior
@@ -127,6 +128,7 @@ class AmodalConfig:
     height_weight: float = 0.85
     ground_band: float = 0.2
     min_points: int = 5
+    max_points: int = 1024
     overshoot_tolerance: float = 1.1
     partial_ratio: float = 0.6
     forward_prior: float = 0.3
@@ -148,6 +150,10 @@ class AmodalConfig:
                 raise FusionInputError(
                     f"AmodalConfig.{name}: expected [0, 1], got {getattr(self, name)}"
                 )
+        if self.max_points < 16:
+            raise FusionInputError(
+                f"AmodalConfig.max_points: expected >= 16, got {self.max_points}"
+            )
         if not 0.0 <= self.partial_ratio < 1.0:
             raise FusionInputError(
                 f"AmodalConfig.partial_ratio: expected [0, 1), got {self.partial_ratio}"
@@ -250,6 +256,8 @@ def complete_box(
     p = np.asarray(points, np.float64).reshape(-1, 3)
     if p.shape[0] < 1:
         raise ValueError("complete_box: expected at least one point")
+    if p.shape[0] > config.max_points:  # bounded work per object (strided)
+        p = p[np.linspace(0, p.shape[0] - 1, config.max_points).astype(np.intp)]
     lo_p, hi_p = extent_percentiles
     if z_range is None:
         zb, zt = (float(v) for v in np.percentile(p[:, 2], (lo_p, hi_p)))
