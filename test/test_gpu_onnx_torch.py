@@ -90,7 +90,7 @@ def test_half_precision_default_detector() -> None:
     """float16 weights and compute: boxes (input pixels) within 0.5 px."""
     path = REPO / "models" / "default_detector.onnx"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).random((1, 3, 224, 384), dtype=np.float32)
+    x = np.random.default_rng(1).random((1, 3, 384, 640), dtype=np.float32)
     want = session.run(None, {"images": x})[0]
     got = OnnxTorchModel(path).half()(torch.from_numpy(x).half())[0]
     assert got.dtype == torch.float16
