@@ -545,9 +545,8 @@ def _false_positives(
         box = _clip(np.array([[x[i], y[i] - bh[i], x[i] + aspect[i] * bh[i], y[i]]]), w, h)[0]
         if box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
             out.append((box, float(s[i])))
-    fire = rng.random(ghosts.shape[0]) < 0.3
-    if not noise.graded_scores:
-        fire[:] = False  # a clean detector has no persistent ghost boxes
+    # a clean detector has no persistent ghost boxes (the draw still happens)
+    fire = (rng.random(ghosts.shape[0]) < 0.3) & noise.graded_scores
     gs = rng.uniform(0.3, 0.65, (ghosts.shape[0],))
     gj = rng.normal(0.0, 2.0, ghosts.shape)
     for i in np.flatnonzero(fire).tolist():
