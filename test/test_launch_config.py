@@ -18,6 +18,9 @@ PIPELINES = sorted((REPO / "config").glob("pipeline_*.yaml"))
 # launch file -> the config it launches by default (config:= picks another)
 LAUNCH_DEFAULT = {"pipeline": "pipeline_carla"}
 # run_config node kind -> its parameter spec (perception/ros/specs/<spec>.params.yaml)
+TRACKER_SECTION = {"detector": ("tracker",), "detector_lifecycle": ("tracker",),
+                   "fusion": ("tracker3d",), "tracker": ("tracker",)}  # fmt: skip
+"""Sections of specs/tracker.params.yaml a node kind declares, each under its own prefix."""
 SPEC_OF_KIND = {"detector": "detector", "detector_lifecycle": "detector", "fusion": "fusion",
                 "overlay": "overlay", "tracker": "tracker"}  # fmt: skip
 
@@ -59,6 +62,12 @@ def test_configs_use_only_declared_parameters(config):
                 assert cam in cams, f"{config.name}: {name} for a camera not in camera_names"
                 assert key in spec["camera"], f"{config.name}: {node}: unknown parameter {name}"
                 s = spec["camera"][key]
+            elif name.split(".", 1)[0] in TRACKER_SECTION.get(kind, ()):
+                # the tracker sections a node declares under their own prefix
+                section, key = name.split(".", 1)
+                tracker_spec = load_spec("tracker")[section]
+                assert key in tracker_spec, f"{config.name}: {node}: unknown parameter {name}"
+                s = tracker_spec[key]
             else:
                 assert name in spec["node"], f"{config.name}: {node}: unknown parameter {name}"
                 s = spec["node"][name]
