@@ -84,6 +84,8 @@ class Config:
     # bfloat16 autocast of the convolutions (fp32 weights, loss and decoding):
     # half the CPU time per step on CPUs with AVX512-BF16/AMX
     bf16: bool = True
+    # warm start: a state dict of this architecture (a fine-tune), "" = from scratch
+    init_from: str = ""
 
 
 # ------------------------------------------------------------------- data
@@ -109,17 +111,30 @@ def _letterbox(image_bgr: np.ndarray, imgsz: tuple[int, int]) -> np.ndarray:
     return out
 
 
+# Box convention of the labels: the simulator's (and the demo's) 2D ground
+# truth as is, OpenCV pixel centres at integers, a box spanning its pixels'
+# squares (cam.xyxy = (umin - 0.5, vmin - 0.5, umax + 0.5, vmax + 0.5)); this is
+# the convention of the camera matrix the renderer casts its rays with, so
+# the detector's boxes, the ground truth and the 3D geometry agree.
+# Cache format 1 (files without a "format" entry) stored cam.xyxy + (0, 0, 1, 1)
+# (a wrong "+1 for inclusive indices"): _unpack subtracts it and re-applies
+# the size filter.
+CACHE_FORMAT = 2
+LEGACY_LABEL_OFFSET = np.array([0, 0, 1, 1], np.float32)
+
+
+def _big(xyxy: np.ndarray, cfg: Config) -> np.ndarray:
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    return (wh.min(axis=1) >= cfg.min_side_px) & (wh.prod(axis=1) >= cfg.min_area_px)
+
+
 def _split_gt(cam, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kept boxes xyxy source px, their classes, ignored boxes): kept are
     visible enough and not tiny; ignored are the other visible objects."""
     vis = cam.visibility
     seen = cam.visible_pixels > 0
     xyxy = np.nan_to_num(cam.xyxy.astype(np.float32))
-    # visible extent is inclusive pixel indices: +1 gives the box edge
-    xyxy = xyxy + np.array([0, 0, 1, 1], np.float32)
-    wh = xyxy[:, 2:] - xyxy[:, :2]
-    big = (wh.min(axis=1) >= cfg.min_side_px) & (wh.prod(axis=1) >= cfg.min_area_px)
-    keep = seen & (vis >= cfg.min_visibility) & big
+    keep = seen & (vis >= cfg.min_visibility) & _big(xyxy, cfg)
     ign = seen & ~keep
     return xyxy[keep], cam.class_ids[keep].astype(np.int64), xyxy[ign]
 
@@ -193,23 +208,35 @@ def _pack(samples: list[dict], path: Path) -> None:
         counts=counts,
         ignore=np.concatenate([s["ignore"] for s in samples]).reshape(-1, 4),
         icounts=icounts,
+        format=np.array(CACHE_FORMAT),
     )
 
 
-def _unpack(path: Path) -> list[dict]:
+def _unpack(path: Path, cfg: Config) -> list[dict]:
+    """Samples of a cache file, labels in the current convention (see
+    CACHE_FORMAT: format-1 labels are shifted back and size-filtered again,
+    boxes now under the minimum size becoming ignore regions)."""
     with np.load(path) as npz:
         z = {k: npz[k] for k in npz.files}  # each npz[k] access re-reads the array
     b0 = np.concatenate([[0], np.cumsum(z["counts"])])
     i0 = np.concatenate([[0], np.cumsum(z["icounts"])])
-    return [
-        {
-            "image": z["images"][k],
-            "boxes": z["boxes"][b0[k] : b0[k + 1]],
-            "cls": z["cls"][b0[k] : b0[k + 1]],
-            "ignore": z["ignore"][i0[k] : i0[k + 1]],
-        }
-        for k in range(len(z["counts"]))
-    ]
+    legacy = int(z.get("format", 1)) == 1
+    out = []
+    for k in range(len(z["counts"])):
+        boxes = z["boxes"][b0[k] : b0[k + 1]]
+        cls = z["cls"][b0[k] : b0[k + 1]]
+        ign = z["ignore"][i0[k] : i0[k + 1]]
+        if legacy:
+            boxes, ign = boxes - LEGACY_LABEL_OFFSET, ign - LEGACY_LABEL_OFFSET
+            big = _big(boxes, cfg)
+            boxes, cls, ign = boxes[big], cls[big], np.concatenate([ign, boxes[~big]])
+        out.append({"image": z["images"][k], "boxes": boxes, "cls": cls, "ignore": ign})
+    return out
+
+
+def _cache_format(path: Path) -> int:
+    with np.load(path) as npz:
+        return int(npz["format"]) if "format" in npz.files else 1
 
 
 def _data_key(cfg: Config) -> str:
@@ -449,15 +476,17 @@ def _crop(
     else:
         x0, y0 = rng.uniform(0, W - sw), rng.uniform(0, H - sh)
     x0, y0 = float(np.clip(x0, 0, W - sw)), float(np.clip(y0, 0, H - sh))
-    # continuous coordinates (pixel i spans [i, i+1)) -> cv2's pixel centres
+    # the crop scales the continuous image plane (pixel i spans [i, i+1))
+    # about (x0, y0); in pixel-centre coordinates (cv2's and the labels'):
+    # x' = s * (x + 0.5 - x0) - 0.5
     m = np.array([[s, 0, 0.5 * s - 0.5 - s * x0], [0, s, 0.5 * s - 0.5 - s * y0]], np.float64)
     out = cv2.warpAffine(img, m, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=(114, 114, 114))
-    off = np.array([x0, y0, x0, y0], np.float32)
-    lim = np.array([cw, ch, cw, ch], np.float32)
+    off = np.array([x0, y0, x0, y0], np.float32) - 0.5
+    lim = np.array([cw, ch, cw, ch], np.float32) - 0.5
 
     def moved(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = (b.reshape(-1, 4) - off) * s
-        c = np.clip(t, 0, lim)
+        t = (b.reshape(-1, 4) - off) * s - 0.5
+        c = np.clip(t, -0.5, lim)
         return t, c
 
     t, c = moved(boxes)
@@ -480,9 +509,10 @@ def train(cfg: Config, train_path: Path, out_pt: Path) -> dict:
     import torch.nn.functional as F
 
     torch.set_num_threads(cfg.threads)
-    samples = _unpack(train_path)
+    samples = _unpack(train_path, cfg)
     r, _, _, left, top = _letterbox_params(cfg.imgsz)
-    off = np.array([left, top, left, top], np.float32)
+    # pixel-centre coordinates: x_input = r * (x + 0.5) - 0.5 + left
+    off = np.array([left, top, left, top], np.float32) + 0.5 * r - 0.5
     for s in samples:
         s["boxes"] = s["boxes"] * r + off
         s["ignore"] = s["ignore"] * r + off
@@ -491,7 +521,11 @@ def train(cfg: Config, train_path: Path, out_pt: Path) -> dict:
     w = cfg.crop[1]
     c_np, s_np = grid(cfg.crop)
     centres, strides = torch.from_numpy(c_np), torch.from_numpy(s_np)
-    model = build_model(cfg).to(memory_format=torch.channels_last)
+    model = build_model(cfg)
+    if cfg.init_from:
+        model.load_state_dict(torch.load(cfg.init_from, map_location="cpu"))
+        log.info("warm start from %s", cfg.init_from)
+    model = model.to(memory_format=torch.channels_last)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%d training images, %d objects %s, model %d params", len(samples),
              int(n_cls.sum()), n_cls.tolist(), n_params)  # fmt: skip
@@ -531,8 +565,8 @@ def train(cfg: Config, train_path: Path, out_pt: Path) -> dict:
             for j, (_img, b, c, ig) in enumerate(crops):
                 if flip[j]:
                     b, ig = b.copy(), ig.copy()
-                    b[:, [0, 2]] = w - b[:, [2, 0]]
-                    ig[:, [0, 2]] = w - ig[:, [2, 0]]
+                    b[:, [0, 2]] = (w - 1) - b[:, [2, 0]]  # pixel-centre coordinates
+                    ig[:, [0, 2]] = (w - 1) - ig[:, [2, 0]]
                 g, tb, wt = assign(b, c, ig, c_np, s_np)
                 tc = np.zeros((len(g), NC), np.float32)
                 tc[g >= 0, c[g[g >= 0]]] = 1.0
@@ -684,7 +718,7 @@ def evaluate(cfg: Config, onnx_path: Path, held_path: Path, conf: float = 0.01) 
 
     engine = create_engine(EngineConfig(model_path=str(onnx_path), runtime="onnxruntime"))
     det = Detector(engine, family="auto", conf=conf, iou=0.6, max_det=300)
-    samples = _unpack(held_path)
+    samples = _unpack(held_path, cfg)
     preds, gts = [], []
     t0 = time.time()
     for k in range(0, len(samples), 8):
@@ -716,9 +750,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-scenarios", type=int, default=Config.train_scenarios)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=MODELS / "default_detector.onnx")
+    p.add_argument("--lr", type=float, default=Config.lr)
+    p.add_argument(
+        "--init-from", default="", metavar="PT",
+        help="warm start (fine-tune) from this state dict; copy it out of the "
+        "cache first, the train stage overwrites .cache/default_detector/default_detector.pt",
+    )  # fmt: skip
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    cfg = Config(epochs=a.epochs, time_budget_s=a.time_budget, train_scenarios=a.train_scenarios)
+    cfg = Config(
+        epochs=a.epochs,
+        time_budget_s=a.time_budget,
+        train_scenarios=a.train_scenarios,
+        lr=a.lr,
+        init_from=str(a.init_from),
+    )
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     t_all = time.time()
     train_path, held_path = make_data(cfg, a.workers)
@@ -745,10 +791,20 @@ def main(argv: list[str] | None = None) -> int:
                 "heldout_cache": held_path.name,
                 "train_render": _render_info(train_path),
                 "heldout_render": _render_info(held_path),
+                "cache_format": {
+                    "train": _cache_format(train_path),
+                    "heldout": _cache_format(held_path),
+                    "format_1_label_offset_removed": LEGACY_LABEL_OFFSET.tolist(),
+                },
             },
             "train": info,
             "heldout": res,
-            "command": "PYTHONPATH=$PWD .venv-train/bin/python tools/train_default_detector.py",
+            "command": " ".join(
+                [
+                    "PYTHONPATH=$PWD .venv-train/bin/python tools/train_default_detector.py",
+                    *(sys.argv[1:] if argv is None else argv),
+                ]
+            ),
             "json_written_by_stage": a.stage,
             "stage_wall_s": round(time.time() - t_all, 1),
         }

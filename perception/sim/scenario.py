@@ -125,7 +125,10 @@ class CameraFrame:
     pixels (NaN when fully occluded), `xyxy_projected` the extent of its
     silhouette clipped to the image, `visible_pixels / projected_pixels` =
     `visibility`. `masks()` gives the instance-mask ground truth of the same
-    rows.
+    rows. Boxes use the convention of the camera matrix the renderer casts
+    its rays with (pixel centres at integers, a box spans its pixels' squares:
+    pixels u0..u1 give x1 = u0 - 0.5, x2 = u1 + 0.5); detector labels and
+    outputs use it too (tools/train_default_detector.py).
     """
 
     name: str
