@@ -148,13 +148,20 @@ def run_processes_mode(
 
 
 def run_ray_mode(
-    bags: list[Path], out: Path, overrides: tuple[str, ...], workers: int
+    bags: list[Path],
+    out: Path,
+    overrides: tuple[str, ...],
+    workers: int,
+    cpus_per_worker: float | None = None,
 ) -> dict[str, Any]:
     from perception.replay.job import ReplayConfig
     from perception.replay.ray_runner import run_ray_detailed
 
     config = ReplayConfig(str(PIPELINE), str(out), overrides)
-    run = run_ray_detailed([str(b) for b in bags], config, None, workers, progress=False)
+    run = run_ray_detailed(
+        [str(b) for b in bags], config, None, workers, progress=False,
+        cpus_per_worker=cpus_per_worker,
+    )  # fmt: skip
     _check(run.results)
     images = _images(run.results)
     steady = run.total_s - run.workers_ready_s - run.shutdown_s
@@ -356,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         modes["local_2_processes"] = run_processes_mode(bags, work / "proc2", overrides, 2)
         print("ray 1 worker ...", file=sys.stderr)
         modes["ray_1"] = run_ray_mode(bags, work / "ray1", overrides, 1)
+        print("ray 1 worker of 1 CPU ...", file=sys.stderr)
+        modes["ray_1_cpu1"] = run_ray_mode(bags, work / "ray1c1", overrides, 1, 1.0)
         print("ray 2 workers ...", file=sys.stderr)
         modes["ray_2"] = run_ray_mode(bags, work / "ray2", overrides, 2)
         identical = same_outputs(work / "local", work / "ray2") and same_outputs(
@@ -372,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         if "demo_loop" in m
         else None,
         "ray2_vs_ray1": round(m["ray_2"]["fps"] / m["ray_1"]["fps"], 2),
+        # like for like: workers of one CPU each (ray_2's are), one vs two
+        "ray2_vs_ray1_cpu1": round(m["ray_2"]["fps"] / m["ray_1_cpu1"]["fps"], 2),
         "ray2_vs_ray1_after_startup": round(
             m["ray_2"]["fps_after_startup"] / m["ray_1"]["fps_after_startup"], 2
         ),
