@@ -227,8 +227,8 @@ def test_seg_model_through_detector_and_fusion_processes(ros_context, executor, 
         "model.path": str(model), "score_threshold": 0.3, "max_detections": 5,
         "max_age_ms": 0.0, "cameras.cam.topic": "/sx/cam/image_raw",
         "cameras.cam.qos.reliability": "reliable", "tracker.min_hits": 1,
-        # the fixture model's boxes score 0.38-0.648 here: let them start tracks (the
-        # default new_track_score, 0.65, is tuned for real detectors)
+        # the fixture model's boxes score 0.38-0.648 here: let all of them
+        # start tracks (the default new_track_score is 0.6)
         "tracker.new_track_score": 0.3}}}  # fmt: skip
     cfg = tmp_path / "detector.yaml"
     cfg.write_text(yaml.safe_dump(detector))

@@ -579,7 +579,7 @@ class TrackerParams(TrackerConfigMixin):
     #: stage); lower ones are ignored. At most high_score.
     low_score: float = 0.1
     #: An unmatched detection starts a track at or above this score.
-    new_track_score: float = 0.65
+    new_track_score: float = 0.6
     #: Minimum (score-fused) IoU for the first-stage match.
     match_iou: float = 0.2
     #: Minimum IoU to match a low-score detection.
