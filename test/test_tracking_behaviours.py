@@ -237,3 +237,60 @@ def test_pipeline_estimates_camera_motion_per_camera_when_enabled() -> None:
     off.submit(CameraFrame(camera="a", image=image(0), stamp_ns=1, frame_id="a"))
     off.process(off.take())
     assert off.camera_motion("a") is None
+
+
+# ------------------------------------------------------ motion larger than boxes
+def _passing(t: float) -> list[list[float]]:
+    """Two pedestrians passing a side camera at 10 Hz: 1.5-2.5 box widths per
+    frame, accelerating (perspective), so consecutive boxes never overlap;
+    one car far away, slow."""
+    a = 40.0 + 600.0 * t + 300.0 * t * t
+    b = 900.0 - 500.0 * t
+    return [[a, 200.0, a + 40.0, 300.0], [b, 420.0, b + 40.0, 520.0], [300.0, 50.0, 380.0, 90.0]]
+
+
+def test_match_distance_keeps_ids_when_boxes_jump_further_than_their_size() -> None:
+    """Without the distance stage, objects moving more than their width per
+    frame get a new tentative track every frame and are never output; with
+    `match_distance` each keeps one id from its second frame on."""
+    for md in (0.0, 2.0):
+        tracker = Tracker(TrackerConfig(match_distance=md))
+        ids: dict[int, set[int]] = {0: set(), 1: set()}
+        seen = 0  # frames after the first with both pedestrians output
+        for k in range(8):
+            t = 0.1 * k
+            out = tracker.update(_det(_passing(t), t))
+            found = set()
+            for row, tid in zip(out.xyxy.tolist(), out.track_ids.tolist(), strict=True):
+                for obj, box in enumerate(_passing(t)[:2]):
+                    if abs(row[0] - box[0]) < 20 and abs(row[1] - box[1]) < 20:
+                        ids[obj].add(tid)
+                        found.add(obj)
+            seen += int(k > 0 and found == {0, 1})
+        if md:
+            assert seen == 7 and all(len(v) == 1 for v in ids.values()), (seen, ids)
+        else:  # the first frame's tracks only (confirmed at once), never again
+            assert seen == 0 and all(len(v) == 1 for v in ids.values()), (seen, ids)
+
+
+def test_match_distance_gates_distance_class_and_scale() -> None:
+    """The stage matches only within the gate, the same class, and heights
+    within `recovery_max_scale`: a detection 3 box sides away, one of another
+    class and one twice as tall each start a new track instead."""
+    cfg = TrackerConfig(match_distance=2.0, min_hits=1)
+    base = [100.0, 100.0, 140.0, 200.0]  # 40 x 100: larger side 100 px
+
+    def run(second: list[float], cls: int = 0) -> bool:
+        tr = Tracker(cfg)
+        first = tr.update(_det([base], 0.0))
+        d = Detections.from_arrays(
+            np.asarray([second]), np.array([0.9]), np.array([cls]), stamp_ns=NS // 10,
+            frame_id="cam",
+        )  # fmt: skip
+        out = tr.update(d)
+        return int(out.track_ids[0]) == int(first.track_ids[0])
+
+    assert run([250.0, 100.0, 290.0, 200.0])  # 150 px = 1.5 sides: same track
+    assert not run([400.0, 100.0, 440.0, 200.0])  # 300 px = 3 sides
+    assert not run([250.0, 100.0, 290.0, 200.0], cls=1)  # another class
+    assert not run([250.0, 50.0, 330.0, 250.0])  # twice as tall

@@ -592,6 +592,12 @@ class TrackerParams(TrackerConfigMixin):
     #: In recovery, the box heights of the last observation and the detection may differ by at most
     #: this factor (>= 1; the last observation can be old, so IoU alone admits a much smaller box).
     recovery_max_scale: float = 1.5
+    #: Last association stage, for image motion larger than the boxes (low frame rates, side cameras
+    #: of a moving vehicle): tracks and high-score detections left over by the IoU stages are
+    #: matched by the distance between the predicted and the detected centre, in units of the
+    #: predicted box's larger side, up to this distance (box heights within recovery_max_scale, same
+    #: class); 0: off.
+    match_distance: float = 0.0
     #: Multiply IoU by the detection score before matching.
     fuse_score: bool = True
     #: Never match a track to a detection of another class.
@@ -653,6 +659,7 @@ class TrackerParams(TrackerConfigMixin):
             match_iou_tentative=v["match_iou_tentative"],
             recovery_iou=v["recovery_iou"],
             recovery_max_scale=v["recovery_max_scale"],
+            match_distance=v["match_distance"],
             fuse_score=v["fuse_score"],
             class_consistent=v["class_consistent"],
             min_hits=v["min_hits"],

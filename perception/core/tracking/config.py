@@ -59,6 +59,13 @@ class TrackerConfig:
         recovery_max_scale: in recovery, the box heights of the last observation
             and the detection may differ by at most this factor (the last
             observation can be old, so IoU alone admits a much smaller box).
+        match_distance: last association stage, for image motion larger than
+            the boxes (low frame rates, side cameras of a moving vehicle): tracks
+            and high-score detections left over by the IoU stages are matched
+            by the distance between the track's predicted centre and the
+            detection's, in units of the predicted box's larger side, up to
+            this distance (box heights within `recovery_max_scale`, same
+            class); 0 turns the stage off.
         fuse_score: multiply IoU by the detection score before matching.
         class_consistent: never match a track to a detection of another class.
         min_hits: observations needed to confirm a tentative track.
@@ -104,6 +111,7 @@ class TrackerConfig:
     match_iou_tentative: float = 0.5
     recovery_iou: float = 0.4
     recovery_max_scale: float = 1.5
+    match_distance: float = 0.0
     fuse_score: bool = True
     class_consistent: bool = True
     min_hits: int = 2
@@ -156,6 +164,7 @@ class TrackerConfig:
             "max_lost_s",
             "reorder_tolerance_s",
             "output_lost_s",
+            "match_distance",
             "direction_weight",
             "direction_delta_s",
         ):

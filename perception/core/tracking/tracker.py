@@ -11,8 +11,9 @@ frame goes through:
    confirmed and lost tracks with high-score detections; still-unmatched
    confirmed tracks with low-score detections (ByteTrack); leftover tracks by
    their last observed box (OC-SORT recovery); tentative tracks with the
-   remaining high-score detections. Tracks never match another class unless
-   `class_consistent` is off;
+   remaining high-score detections; with `match_distance`, what is left of
+   both by centre distance (image motion larger than the boxes). Tracks never
+   match another class unless `class_consistent` is off;
 4. Kalman update of matched tracks; a track found again after a gap is
    re-filtered along a straight virtual path from its last observation (OC-SORT
    re-update), which removes the velocity drift accumulated while unseen;
@@ -456,6 +457,10 @@ class Tracker:
                     track_det,
                     used,
                 )
+            if cfg.match_distance > 0.0:
+                left = np.flatnonzero(track_det < 0)
+                hi_left = hi[~used[hi]]
+                self._associate_distance(left, hi_left, pred, boxes, classes, track_det, used)
 
         # ---- 4. Kalman update of matched tracks.
         if n_tracks:
@@ -569,6 +574,41 @@ class Tracker:
         else:
             cost = 1.0 - sim
         r, c = linear_assignment(cost, limit, self._cfg.solver)
+        if r.size:
+            track_det[tracks[r]] = dets[c]
+            used[dets[c]] = True
+
+    def _associate_distance(
+        self,
+        tracks: np.ndarray,
+        dets: np.ndarray,
+        track_boxes: np.ndarray,
+        boxes: np.ndarray,
+        classes: np.ndarray,
+        track_det: np.ndarray,
+        used: np.ndarray,
+    ) -> None:
+        """The `match_distance` stage: leftover tracks and detections by the
+        distance between predicted and detected centres over the predicted
+        box's larger side, gated by `match_distance`, the height ratio
+        (`recovery_max_scale`) and the class."""
+        if tracks.size == 0 or dets.size == 0:
+            return
+        cfg = self._cfg
+        tb = track_boxes[tracks]
+        db = boxes[dets]
+        tc = 0.5 * (tb[:, :2] + tb[:, 2:])
+        dc = 0.5 * (db[:, :2] + db[:, 2:])
+        th = tb[:, 3] - tb[:, 1]
+        side = np.maximum(np.maximum(tb[:, 2] - tb[:, 0], th), 1.0)
+        cost = np.hypot(tc[:, None, 0] - dc[None, :, 0], tc[:, None, 1] - dc[None, :, 1])
+        cost /= side[:, None]
+        ratio = th[:, None] / (db[:, 3] - db[:, 1])[None, :]
+        bad = (ratio > cfg.recovery_max_scale) | (ratio * cfg.recovery_max_scale < 1.0)
+        if cfg.class_consistent:
+            bad |= self._cls[tracks][:, None] != classes[dets][None, :]
+        cost[bad] = cfg.match_distance + 1.0
+        r, c = linear_assignment(cost, cfg.match_distance, cfg.solver)
         if r.size:
             track_det[tracks[r]] = dets[c]
             used[dets[c]] = True
