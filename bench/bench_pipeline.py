@@ -30,10 +30,13 @@ first third + 5 ms, RSS at the end <= 1.05 x start + 10 MiB). The CPU a
 shared machine leaves the node varies, so each run also reports frames out
 per CPU-second of the node (and the node's and the machine's CPU in the
 window's first and last thirds), and the checks give that efficiency at the
-most cameras relative to the sweep's best. Every process runs with
-localhost-only discovery.
+most cameras relative to the sweep's best. `--rounds 3` runs the whole
+list three times, round after round, and the rate checks take each case's
+median round (a shared host's slow minutes hit one round, not a camera count);
+latency, fairness and memory are checked in every round. Every process runs
+with localhost-only discovery.
 
-    ./dev exec python bench/bench_pipeline.py --sweep [--seconds 60]
+    ./dev exec python bench/bench_pipeline.py --sweep [--seconds 60] [--rounds 3]
     ./dev exec python bench/bench_pipeline.py --cameras 1 4 --sizes 1920x1080 \
         --profiles default shm --seconds 20        # trivial model: transport overhead
     ./dev exec python bench/bench_pipeline.py --sweep --node-tree /other/checkout \
@@ -357,30 +360,43 @@ def evaluate(rows: list[dict]) -> dict:
     """The acceptance checks, per frame size (see the module docstring)."""
     out: dict[str, Any] = {}
     for size in sorted({r["size"] for r in rows}):
-        sel = sorted((r for r in rows if r["size"] == size), key=lambda r: r["cameras"])
+        every = [r for r in rows if r["size"] == size]
+        rounds: dict[int, list[dict]] = {}
+        for r in every:
+            rounds.setdefault(r["cameras"], []).append(r)
+        # per camera count the round with the median rate (the lower middle one
+        # for even counts): one slow or fast round of a shared host decides nothing
+        sel = []
+        for cams in sorted(rounds):
+            by_rate = sorted(rounds[cams], key=lambda r: r["output_rate_hz"])
+            sel.append(by_rate[(len(by_rate) - 1) // 2])
         best = max(r["output_rate_hz"] for r in sel)
         most = sel[-1]
         checks: dict[str, Any] = {
             "best_rate_hz": best,
             "rate_at_most_cameras_hz": most["output_rate_hz"],
             "most_cameras": most["cameras"],
+            "rate_ratio": round(most["output_rate_hz"] / max(best, 1e-9), 3),
             "rate_holds": most["output_rate_hz"] >= 0.95 * best,
+            "rates_by_round_hz": {
+                str(c): [r["output_rate_hz"] for r in rounds[c]] for c in sorted(rounds)
+            },
         }
         # the same in frames per CPU-second of the node: what the node does with
         # the CPU it gets, whatever other jobs on a shared machine leave it
         eff = [r["frames_per_node_cpu_s"] or 0.0 for r in sel]
         checks["efficiency_at_most_cameras"] = round(eff[-1] / max(max(eff), 1e-9), 3)
-        checks["fair"] = all(r["fairness_min_over_max"] >= 0.9 for r in sel)
+        checks["fair"] = all(r["fairness_min_over_max"] >= 0.9 for r in every)
         checks["p95_bounded"] = all(
             r.get("p95_bound_ms") is not None and r.get("p95_ms", 1e9) <= r["p95_bound_ms"]
-            for r in sel
+            for r in every
         )
         checks["latency_flat"] = all(
             r.get("p50_last_third_ms", 1e9) <= 1.2 * r.get("p50_first_third_ms", 0) + 5.0
-            for r in sel
+            for r in every
         )
         checks["rss_flat"] = all(
-            r["node_rss_mib"]["end"] <= 1.05 * r["node_rss_mib"]["start"] + 10.0 for r in sel
+            r["node_rss_mib"]["end"] <= 1.05 * r["node_rss_mib"]["start"] + 10.0 for r in every
         )
         out[size] = checks
     return out
@@ -388,7 +404,7 @@ def evaluate(rows: list[dict]) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     print(
-        f"\n{'size':>9} {'cams':>4} {'profile':>9} {'out Hz':>7} {'per-cam Hz':>11} "
+        f"\n{'size':>9} {'cams':>4} {'rnd':>3} {'profile':>9} {'out Hz':>7} {'per-cam Hz':>11} "
         f"{'p50':>6} {'p95':>6} {'bound':>6} {'1st/last p50':>13} {'RSS start/end':>14} "
         f"{'CPU node/pub/machine %':>23} {'fr/CPU-s':>8}"
     )
@@ -396,7 +412,8 @@ def print_table(rows: list[dict]) -> None:
         cam = list(r["per_camera_hz"].values())
         c = r["cpu_pct_of_one_core"]
         print(
-            f"{r['size']:>9} {r['cameras']:>4} {r['profile']:>9} {r['output_rate_hz']:>7} "
+            f"{r['size']:>9} {r['cameras']:>4} {r.get('round', 0):>3} {r['profile']:>9} "
+            f"{r['output_rate_hz']:>7} "
             f"{min(cam):>5}-{max(cam):<5} {r.get('p50_ms', '-'):>6} {r.get('p95_ms', '-'):>6} "
             f"{r.get('p95_bound_ms', '-')!s:>6} "
             f"{r.get('p50_first_third_ms', '-')!s:>6}/{r.get('p50_last_third_ms', '-')!s:<6} "
@@ -421,8 +438,15 @@ def main() -> int:
         "--image", type=Path, default=SHARED / "pd_19064748793_bb942deea1_k.jpg",
         help="photo sent by every camera (resized; noise when absent)",
     )  # fmt: skip
+    ap.add_argument(
+        "--rounds", type=int, default=1,
+        help="run every case this many times, round after round; the checks use each "
+        "case's median-rate round (odd counts) and every round for latency and memory",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     if args.sweep:
         args.cameras = args.cameras or SWEEP_CAMERAS
         args.sizes = args.sizes or SWEEP_SIZES
@@ -448,16 +472,18 @@ def main() -> int:
     elif args.model is None:
         extra["model.family"] = "yolov8"
     rows = []
-    for size in args.sizes:
-        for cams in args.cameras:
-            for prof in args.profiles:
-                r = run_case(
-                    cams, size, prof == "shm", args.seconds, args.warmup, model, image,
-                    args.rate, extra, args.node_tree,
-                )  # fmt: skip
-                r["model"] = "trivial" if args.model is None else str(args.model)
-                rows.append(r)
-                print(json.dumps(r), flush=True)
+    for rnd in range(args.rounds):  # rounds interleaved: slow drifts of a shared host hit all
+        for size in args.sizes:
+            for cams in args.cameras:
+                for prof in args.profiles:
+                    r = run_case(
+                        cams, size, prof == "shm", args.seconds, args.warmup, model, image,
+                        args.rate, extra, args.node_tree,
+                    )  # fmt: skip
+                    r["model"] = "trivial" if args.model is None else str(args.model)
+                    r["round"] = rnd
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
     checks = evaluate(rows) if args.sweep else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
