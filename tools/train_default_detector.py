@@ -86,6 +86,10 @@ class Config:
     bf16: bool = True
     # warm start: a state dict of this architecture (a fine-tune), "" = from scratch
     init_from: str = ""
+    # input (H, W) of the exported model; None: imgsz. Larger than imgsz runs
+    # 640x360 frames upscaled (small objects bigger), with scale_range shifted
+    # to match in training; not part of the data cache key
+    export_imgsz: tuple[int, int] | None = None
 
 
 # ------------------------------------------------------------------- data
@@ -645,7 +649,8 @@ def export(cfg: Config, pt: Path, onnx_path: Path) -> None:
     model = build_model(cfg)
     model.load_state_dict(torch.load(pt, map_location="cpu"))
     model.eval()
-    c_np, s_np = grid(cfg.imgsz)
+    imgsz = cfg.export_imgsz or cfg.imgsz
+    c_np, s_np = grid(imgsz)
 
     class Export(nn.Module):
         def __init__(self, net) -> None:
@@ -661,7 +666,7 @@ def export(cfg: Config, pt: Path, onnx_path: Path) -> None:
             out = torch.cat([cxcy, wh, logits.sigmoid()], -1)  # (B, N, 4+nc)
             return out.transpose(1, 2)  # (B, 4+nc, N)
 
-    h, w = cfg.imgsz
+    h, w = imgsz
     dummy = torch.zeros(1, 3, h, w)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = dict(
@@ -756,6 +761,14 @@ def main(argv: list[str] | None = None) -> int:
         help="warm start (fine-tune) from this state dict; copy it out of the "
         "cache first, the train stage overwrites .cache/default_detector/default_detector.pt",
     )  # fmt: skip
+    p.add_argument(
+        "--scale-range", type=float, nargs=2, default=Config.scale_range, metavar=("LO", "HI"),
+        help="training scale jitter (log-uniform), relative to the 640x360 source",
+    )  # fmt: skip
+    p.add_argument(
+        "--export-imgsz", type=int, nargs=2, default=None, metavar=("H", "W"),
+        help="input size of the exported model (default: the training imgsz)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     cfg = Config(
@@ -764,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         train_scenarios=a.train_scenarios,
         lr=a.lr,
         init_from=str(a.init_from),
+        scale_range=(float(a.scale_range[0]), float(a.scale_range[1])),
+        export_imgsz=(int(a.export_imgsz[0]), int(a.export_imgsz[1])) if a.export_imgsz else None,
     )
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     t_all = time.time()
