@@ -44,7 +44,7 @@ def detector() -> Detector:
 def test_layout_is_autodetected(detector: Detector):
     assert detector.family == "yolov8"
     assert detector.class_names == CLASS_NAMES
-    assert detector.engine.info.input_shape[2:] == (384, 640)
+    assert detector.engine.info.input_shape[2:] == (576, 960)  # 640x360 frames at 1.5x
 
 
 @pytest.fixture(scope="module")
