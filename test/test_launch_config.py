@@ -18,9 +18,6 @@ PIPELINES = sorted((REPO / "config").glob("pipeline_*.yaml"))
 # launch file -> the config it launches by default (config:= picks another)
 LAUNCH_DEFAULT = {"pipeline": "pipeline_carla"}
 # run_config node kind -> its parameter spec (perception/ros/specs/<spec>.params.yaml)
-TRACKER_SECTION = {"detector": ("tracker",), "detector_lifecycle": ("tracker",),
-                   "fusion": ("tracker3d",), "tracker": ("tracker",)}  # fmt: skip
-"""Sections of specs/tracker.params.yaml a node kind declares, each under its own prefix."""
 SPEC_OF_KIND = {"detector": "detector", "detector_lifecycle": "detector", "fusion": "fusion",
                 "overlay": "overlay", "tracker": "tracker"}  # fmt: skip
 
@@ -45,32 +42,27 @@ def test_configs_use_only_declared_parameters(config):
     parameter it sets exists in that kind's spec with a valid value (no typo
     silently ignored), and no value is an empty list (rcl cannot type it)."""
     pytest.importorskip("rclpy")
-    from perception.ros.params import SPEC_DIR, load_spec, validate
+    from perception.config.files import param_groups
+    from perception.ros.params import SPEC_DIR, validate
     from perception.ros.run_config import NODE_TYPES, TYPE_KEY
 
     for node, params in _nodes(config).items():
         kind = params.pop(TYPE_KEY)
         assert kind in NODE_TYPES, f"{config.name}: {node}: unknown kind {kind!r}"
         assert (SPEC_DIR / f"{SPEC_OF_KIND[kind]}.params.yaml").is_file(), kind
-        spec = load_spec(SPEC_OF_KIND[kind])
         params.pop("use_sim_time", None)
         cams = params.get("camera_names", [])
+        # the groups the node declares (node, cameras.<name>., tracker. ...), longest prefix first
+        groups = sorted(param_groups(kind, params), key=lambda g: -len(g[0]))
         for name, value in params.items():
             assert value != [], f"{config.name}: {node}.{name}: an empty list (rcl refuses it)"
-            if name.startswith("cameras.") and "camera" in spec:
-                _, cam, key = name.split(".", 2)
+            if name.startswith("cameras."):
+                cam = name.split(".", 2)[1]
                 assert cam in cams, f"{config.name}: {name} for a camera not in camera_names"
-                assert key in spec["camera"], f"{config.name}: {node}: unknown parameter {name}"
-                s = spec["camera"][key]
-            elif name.split(".", 1)[0] in TRACKER_SECTION.get(kind, ()):
-                # the tracker sections a node declares under their own prefix
-                section, key = name.split(".", 1)
-                tracker_spec = load_spec("tracker")[section]
-                assert key in tracker_spec, f"{config.name}: {node}: unknown parameter {name}"
-                s = tracker_spec[key]
-            else:
-                assert name in spec["node"], f"{config.name}: {node}: unknown parameter {name}"
-                s = spec["node"][name]
+            prefix, specs = next((p, g) for p, g in groups if name.startswith(p))
+            key = name[len(prefix) :]
+            assert key in specs, f"{config.name}: {node}: unknown parameter {name}"
+            s = specs[key]
             assert validate(name, s, value) is None, validate(name, s, value)
         for cam in cams:
             assert params.get(f"cameras.{cam}.topic"), f"{config.name}: {cam} has no topic"

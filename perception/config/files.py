@@ -57,8 +57,9 @@ _ROS_OWN = ("use_sim_time", TYPE_KEY)
 """Parameters every ROS node has (not in our specs)."""
 
 
-def _groups(kind: str, params: dict[str, Any]) -> list[tuple[str, dict[str, ParamSpec]]]:
-    """(prefix, specs) of every parameter group a node of `kind` declares."""
+def param_groups(kind: str, params: dict[str, Any]) -> list[tuple[str, dict[str, ParamSpec]]]:
+    """(prefix, specs) of every parameter group a node of `kind` declares
+    (its cameras from `params`' camera_names)."""
     if kind in ("detector", "detector_lifecycle"):
         cams = params.get("camera_names") or []
         return [
@@ -79,7 +80,7 @@ def check_node(name: str, params: dict[str, Any]) -> None:
     """Refuse a node's unknown (misspelled) or invalid parameters with the
     reason: rclpy would silently ignore an undeclared name."""
     kind = params[TYPE_KEY]
-    groups = _groups(kind, params)
+    groups = param_groups(kind, params)
     errors: list[str] = []
     if kind in ("detector", "detector_lifecycle"):
         try:
