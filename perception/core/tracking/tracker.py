@@ -560,11 +560,7 @@ class Tracker:
         sim = iou_matrix(tb, db)
         if fuse:
             sim *= scores[dets]
-        if max_scale is not None:
-            ratio = (tb[:, 3:4] - tb[:, 1:2]) / (db[:, 3] - db[:, 1])[None, :]
-            sim[(ratio > max_scale) | (ratio * max_scale < 1.0)] = -1.0
-        if self._cfg.class_consistent:
-            sim[self._cls[tracks][:, None] != classes[dets][None, :]] = -1.0
+        sim[self._forbidden(tracks, tb, db, classes[dets], max_scale)] = -1.0
         limit = 1.0 - min_iou
         if direction:
             weight = self._cfg.direction_weight
@@ -574,6 +570,36 @@ class Tracker:
         else:
             cost = 1.0 - sim
         r, c = linear_assignment(cost, limit, self._cfg.solver)
+        self._record(tracks, dets, r, c, track_det, used)
+
+    def _forbidden(
+        self,
+        tracks: np.ndarray,
+        tb: np.ndarray,
+        db: np.ndarray,
+        det_classes: np.ndarray,
+        max_scale: float | None,
+    ) -> np.ndarray:
+        """(tracks, dets) pairs no stage may match: box heights differing by
+        more than `max_scale` (when given), another class (`class_consistent`)."""
+        bad = np.zeros((tb.shape[0], db.shape[0]), bool)
+        if max_scale is not None:
+            ratio = (tb[:, 3:4] - tb[:, 1:2]) / (db[:, 3] - db[:, 1])[None, :]
+            bad |= (ratio > max_scale) | (ratio * max_scale < 1.0)
+        if self._cfg.class_consistent:
+            bad |= self._cls[tracks][:, None] != det_classes[None, :]
+        return bad
+
+    @staticmethod
+    def _record(
+        tracks: np.ndarray,
+        dets: np.ndarray,
+        r: np.ndarray,
+        c: np.ndarray,
+        track_det: np.ndarray,
+        used: np.ndarray,
+    ) -> None:
+        """Write an assignment's pairs (rows r of `tracks`, columns c of `dets`)."""
         if r.size:
             track_det[tracks[r]] = dets[c]
             used[dets[c]] = True
@@ -599,19 +625,13 @@ class Tracker:
         db = boxes[dets]
         tc = 0.5 * (tb[:, :2] + tb[:, 2:])
         dc = 0.5 * (db[:, :2] + db[:, 2:])
-        th = tb[:, 3] - tb[:, 1]
-        side = np.maximum(np.maximum(tb[:, 2] - tb[:, 0], th), 1.0)
+        side = np.maximum(np.maximum(tb[:, 2] - tb[:, 0], tb[:, 3] - tb[:, 1]), 1.0)
         cost = np.hypot(tc[:, None, 0] - dc[None, :, 0], tc[:, None, 1] - dc[None, :, 1])
         cost /= side[:, None]
-        ratio = th[:, None] / (db[:, 3] - db[:, 1])[None, :]
-        bad = (ratio > cfg.recovery_max_scale) | (ratio * cfg.recovery_max_scale < 1.0)
-        if cfg.class_consistent:
-            bad |= self._cls[tracks][:, None] != classes[dets][None, :]
+        bad = self._forbidden(tracks, tb, db, classes[dets], cfg.recovery_max_scale)
         cost[bad] = cfg.match_distance + 1.0
         r, c = linear_assignment(cost, cfg.match_distance, cfg.solver)
-        if r.size:
-            track_det[tracks[r]] = dets[c]
-            used[dets[c]] = True
+        self._record(tracks, dets, r, c, track_det, used)
 
     def _direction_bonus(
         self, tracks: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray
