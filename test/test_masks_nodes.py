@@ -283,11 +283,10 @@ def test_seg_model_through_detector_and_fusion_processes(ros_context, executor, 
         return "\n".join(p.output()[-3000:] for p in procs)
 
     def probe_saw_masks() -> bool:  # this test's own subscriptions may match later than fusion's
-        return bool(image_stamps) and any(
-            stamp_to_ns(m.header.stamp) >= min(image_stamps)
-            and stamp_to_ns(m.header.stamp) in {stamp_to_ns(t.header.stamp) for t in tracks}
-            for m in masks
-        )
+        if not image_stamps:
+            return False
+        first, tracked = min(image_stamps), {stamp_to_ns(t.header.stamp) for t in tracks}
+        return any(s >= first and s in tracked for s in (stamp_to_ns(m.header.stamp) for m in masks))
 
     try:
         assert spin_until(executor, lambda: fused() and objects and probe_saw_masks(),

@@ -15,10 +15,12 @@ from perception.core.types import Detections
 NS = 1_000_000_000
 
 
-def _det(boxes: list[list[float]] | np.ndarray, t_s: float, score: float = 0.9) -> Detections:
+def _det(
+    boxes: list[list[float]] | np.ndarray, t_s: float, score: float = 0.9, cls: int = 0
+) -> Detections:
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     return Detections.from_arrays(
-        b, np.full(len(b), score), np.zeros(len(b)), stamp_ns=round(t_s * NS), frame_id="cam"
+        b, np.full(len(b), score), np.full(len(b), cls), stamp_ns=round(t_s * NS), frame_id="cam"
     )
 
 
@@ -283,11 +285,7 @@ def test_match_distance_gates_distance_class_and_scale() -> None:
     def run(second: list[float], cls: int = 0) -> bool:
         tr = Tracker(cfg)
         first = tr.update(_det([base], 0.0))
-        d = Detections.from_arrays(
-            np.asarray([second]), np.array([0.9]), np.array([cls]), stamp_ns=NS // 10,
-            frame_id="cam",
-        )  # fmt: skip
-        out = tr.update(d)
+        out = tr.update(_det([second], 0.1, cls=cls))
         return int(out.track_ids[0]) == int(first.track_ids[0])
 
     assert run([250.0, 100.0, 290.0, 200.0])  # 150 px = 1.5 sides: same track
