@@ -286,7 +286,8 @@ def test_seg_model_through_detector_and_fusion_processes(ros_context, executor, 
         if not image_stamps:
             return False
         first, tracked = min(image_stamps), {stamp_to_ns(t.header.stamp) for t in tracks}
-        return any(s >= first and s in tracked for s in (stamp_to_ns(m.header.stamp) for m in masks))
+        stamps = (stamp_to_ns(m.header.stamp) for m in masks)
+        return any(s >= first and s in tracked for s in stamps)
 
     try:
         assert spin_until(executor, lambda: fused() and objects and probe_saw_masks(),
