@@ -1,12 +1,13 @@
 """Pipeline under load: camera stamp -> Detection2DArray received in a third process.
 
-Processes: ONE load_publisher process sends every camera (bgr8 frames
-serialized once, only the stamp patched per send, 30 Hz per camera, phases
-spread over the period) -> the detector node (run_config) -> this process,
-which subscribes to every camera's detections and records (receive time -
-header stamp). Cameras x frame sizes x middleware profiles run one after the
-other; each run waits for every camera's first output, warms up, then
-measures a window of --seconds:
+Processes: ONE load_publisher process sends every camera (bgr8 Image
+messages built once, only the stamp set per send, 30 Hz per camera, phases
+spread over the period, RELIABLE unless `--reliability best_effort`) ->
+the detector node (run_config) -> this process, which subscribes to every
+camera's detections and records (receive time - header stamp). Cameras x
+frame sizes x middleware profiles run one after the other; each run waits
+for every camera's first output, warms up, then measures a window of
+--seconds:
 
 - output rate, in total and per camera (fairness: slowest / fastest camera);
 - capture -> output latency p50 / p95 / max, and p50 of the window's first
@@ -16,7 +17,8 @@ measures a window of --seconds:
   the publisher, this sink, and the whole machine (other jobs included: on a
   shared 2-core machine the senders and other work compete with the node);
 - the node's own counters (received / processed / skipped / stale per
-  camera, batches) from its /diagnostics.
+  camera, batches) and its p50 per stage (receive, queue, preprocess,
+  inference, postprocess per batch, publish) from its /diagnostics.
 
 `--sweep` is the acceptance run: 1, 2, 4, 8 cameras at 640x360 and 1280x720,
 the real YOLOX-Nano (../shared/data/yolox_nano.onnx, config/coco80.labels),
@@ -128,9 +130,11 @@ def run_case(
     rate: float,
     extra_params: dict,
     node_tree: Path | None = None,
+    reliability: str = "reliable",
 ) -> dict:
     import psutil
     import rclpy
+    import rclpy.executors
     import yaml
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -154,7 +158,7 @@ def run_case(
     }
     for n in names:
         params[f"cameras.{n}.topic"] = f"/bench/{n}/image_raw"
-        params[f"cameras.{n}.qos.reliability"] = "reliable"
+        params[f"cameras.{n}.qos.reliability"] = reliability
     cfg = Path(tempfile.mkdtemp()) / "bench.yaml"
     cfg.write_text(yaml.safe_dump({"bench_detector": {"ros__parameters": params}}))
 
@@ -162,6 +166,8 @@ def run_case(
     os.environ.update(env)
     rclpy.init()
     node = rclpy.create_node("bench_sink")
+    executor = rclpy.executors.SingleThreadedExecutor()  # one, not one per spin_once
+    executor.add_node(node)
     lat: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
 
     def on_detections(msg: Detection2DArray, cam: str) -> None:
@@ -195,7 +201,7 @@ def run_case(
         cwd=node_tree,
     )
     pub_args = [f"/bench/{n}/image_raw" for n in names]
-    pub_args += ["--size", size, "--rate", str(rate)]
+    pub_args += ["--size", size, "--rate", str(rate), "--reliability", reliability]
     if image is not None:
         pub_args += ["--image", str(image)]
     publisher = NodeProcess.module("perception.ros.tools.load_publisher", *pub_args, env=env)
@@ -206,13 +212,14 @@ def run_case(
         "profile": "shm_large" if profile else "default",
         "rate_hz_per_camera": rate,
         "max_age_ms": max_age_ms,
+        "reliability": reliability,
         "node_tree": str(node_tree or REPO),
     }
 
     def spin_for(s: float) -> None:
         end = time.monotonic() + s
         while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
+            executor.spin_once(timeout_sec=0.05)
             if not detector.alive():
                 raise RuntimeError(f"detector died:\n{detector.output()[-3000:]}")
 
@@ -220,7 +227,7 @@ def run_case(
         n0 = diag_count[0]
         end = time.monotonic() + 5.0
         while diag_count[0] == n0 and time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
+            executor.spin_once(timeout_sec=0.05)
         return {k: dict(v) for k, v in diag.items()}
 
     rss: list[float] = []
@@ -255,6 +262,7 @@ def run_case(
     finally:
         for p in procs:
             p.stop()
+        executor.shutdown()
         node.destroy_node()
         rclpy.shutdown()
         for k, v in saved.items():
@@ -327,6 +335,7 @@ def run_case(
         round(res["output_rate_hz"] / (c["node"] / 100.0), 1) if c["node"] > 0 else None
     )
     res["p95_bound_ms"] = latency_bound(diag1)
+    res["node_stage_p50_ms"] = stage_p50s(diag1)
     res["node_counters_total"] = {
         k.split(" ", 1)[1]: {
             key: int(v.get(key, 0)) for key in ("received", "processed", "skipped", "stale")
@@ -335,6 +344,21 @@ def run_case(
         if k.startswith("camera ")
     }
     return res
+
+
+STAGES = ("capture_to_receive", "queue", "preprocess", "inference", "postprocess", "publish")
+
+
+def stage_p50s(diag: dict[str, dict[str, str]]) -> dict[str, float]:
+    """The node's p50 per stage (its /diagnostics, median over cameras): where
+    a frame's time goes. Preprocess, inference and postprocess are per batch."""
+    cams = [v for k, v in diag.items() if k.startswith("camera ")]
+    out = {}
+    for s in STAGES:
+        vals = [float(v[f"{s}_ms.p50"]) for v in cams if f"{s}_ms.p50" in v]
+        if vals:
+            out[s] = round(float(np.median(vals)), 2)
+    return out
 
 
 def latency_bound(diag: dict[str, dict[str, str]]) -> float | None:
@@ -443,6 +467,10 @@ def main() -> int:
         help="run every case this many times, round after round; the checks use each "
         "case's median-rate round (odd counts) and every round for latency and memory",
     )  # fmt: skip
+    ap.add_argument(
+        "--reliability", choices=["reliable", "best_effort"], default="reliable",
+        help="camera QoS of the sender and the node",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.rounds < 1:
@@ -478,7 +506,7 @@ def main() -> int:
                 for prof in args.profiles:
                     r = run_case(
                         cams, size, prof == "shm", args.seconds, args.warmup, model, image,
-                        args.rate, extra, args.node_tree,
+                        args.rate, extra, args.node_tree, args.reliability,
                     )  # fmt: skip
                     r["model"] = "trivial" if args.model is None else str(args.model)
                     r["round"] = rnd
