@@ -4,8 +4,10 @@ parallel runs on one machine never see each other."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,10 +18,10 @@ os.environ["ROS_DOMAIN_ID"] = os.environ.get(
 )
 # The engine cache's per-user key (perception/core/engines/trust.py): a key of this
 # test run, never the user's own ~/.config/perception/engine-cache.key.
-os.environ.setdefault(
-    "PERCEPTION_ENGINE_CACHE_KEY",
-    str(Path(tempfile.mkdtemp(prefix="perception-test-key-")) / "engine-cache.key"),
-)
+if "PERCEPTION_ENGINE_CACHE_KEY" not in os.environ:
+    _key_dir = tempfile.mkdtemp(prefix="perception-test-key-")
+    atexit.register(shutil.rmtree, _key_dir, True)  # one per run, not one left per run
+    os.environ["PERCEPTION_ENGINE_CACHE_KEY"] = str(Path(_key_dir) / "engine-cache.key")
 
 import pytest
 

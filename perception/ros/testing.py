@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,20 @@ def _die_with_parent() -> None:
         pass
 
 
+_LOG_DIR: list[str] = []
+
+
+def _log_dir() -> str:
+    """One folder for this process's node logs, removed when it exits (a
+    failing test shows `output()` in its message; set PERCEPTION_KEEP_NODE_LOGS=1
+    to keep them). Without it every run left hundreds of node-*.log in /tmp."""
+    if not _LOG_DIR:
+        _LOG_DIR.append(tempfile.mkdtemp(prefix="perception-node-logs-"))
+        if os.environ.get("PERCEPTION_KEEP_NODE_LOGS") != "1":
+            atexit.register(shutil.rmtree, _LOG_DIR[0], True)
+    return _LOG_DIR[0]
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     """A test runner killed mid-test must not leave node processes behind."""
@@ -120,7 +135,7 @@ class NodeProcess:
     ) -> None:
         self.argv = list(argv)
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115  # closed in stop()
-            prefix="node-", suffix=".log", delete=False
+            prefix="node-", suffix=".log", delete=False, dir=_log_dir()
         )
         self.proc = subprocess.Popen(
             self.argv,
