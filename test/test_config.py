@@ -28,7 +28,7 @@ from perception.config import (
 from perception.config import generated as generated_module
 from perception.config.spec import SPEC_DIR
 from perception.core.tracking import TrackerConfig
-from perception.core.tracking.config import UNIT_INTERVAL_FIELDS
+from perception.core.tracking.config import UNIT_INTERVAL_FIELDS, TrackerConfigError
 from perception.core.tracking.tracker3d import Tracker3DConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,11 +150,24 @@ def test_tracker_sections_equal_the_core_dataclasses(params, config) -> None:
         assert type(spec.default) is type(getattr(defaults, name)), name
 
 
+# the lowest value TrackerConfig accepts for each field it bounds from below
+LOWER_BOUNDS = {"recovery_max_scale": 1.0, "match_distance": 0.0, "min_hits": 1,
+                "max_lost_s": 0.0, "direction_weight": 0.0, "direction_delta_s": 0.0,
+                "output_lost_s": 0.0, "reorder_tolerance_s": 0.0}  # fmt: skip
+
+
 def test_tracker_ranges_match_the_core_rules() -> None:
     specs = load_spec("tracker")["tracker"]
     ranged = {n for n, s in specs.items() if s.range is not None}
-    assert ranged == set(UNIT_INTERVAL_FIELDS)
+    assert ranged == set(UNIT_INTERVAL_FIELDS) | set(LOWER_BOUNDS)
     assert all(specs[n].range == (0.0, 1.0) for n in UNIT_INTERVAL_FIELDS)
+    for name, low in LOWER_BOUNDS.items():  # the spec refuses what the tracker refuses
+        lo, hi = specs[name].range
+        assert lo == low and type(lo) is type(specs[name].default), name
+        TrackerConfig(**{name: lo})
+        TrackerConfig(**{name: hi})
+        with pytest.raises(TrackerConfigError, match=name):
+            TrackerConfig(**{name: lo - 1 if isinstance(lo, int) else lo - 0.01})
     assert specs["solver"].choices == ("lap", "scipy")
     assert all(s.dynamic for s in specs.values())
 
