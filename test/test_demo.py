@@ -164,6 +164,9 @@ def test_demo_short_scenario_end_to_end(tmp_path):
         assert report["frames"][cam]["published"] == 20, report["frames"]
         assert report["frames"][cam]["processed"] >= 14, report["frames"]
     assert report["latency_ms"]["inference_ms"]["n"] >= 40
+    # stamp -> the node's sim clock says nothing (it moves in frame steps): left out
+    assert "capture_to_receive_ms" not in report["latency_ms"], report["latency_ms"]
+    assert report["pipeline_latency_ms"]["detections"]["p50"] > 0
     floors = FLOORS[model.name]
     ap, tr, ce = report["detection_ap50"], report["tracking"], report["centre_error_3d"]
     assert ap["mean"] is not None and ap["mean"] >= floors["ap"], ap

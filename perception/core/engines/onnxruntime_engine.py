@@ -58,9 +58,9 @@ CUDA_EP = "CUDAExecutionProvider"
 TRT_EP = "TensorrtExecutionProvider"
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+"""Graph optimisation levels, mapped to onnxruntime.GraphOptimizationLevel."""
 DEFAULT_SESSION_CONFIG: Mapping[str, str] = {"session.force_spinning_stop": "1"}
 """Session config entries every OnnxRuntimeEngine starts from (see `session_config`)."""
-"""Graph optimisation levels, mapped to onnxruntime.GraphOptimizationLevel."""
 
 ProviderSpec = str | tuple[str, Mapping[str, Any]]
 
