@@ -27,8 +27,10 @@ it checks, per frame size: rate at the most cameras >= 95 % of the best rate
 of the sweep, per-camera rates within 10 % (slowest >= 0.9 x fastest), p95
 latency within transport + 2 x batch time + publishing + 20 ms, all from the
 node's own p95s (a frame waits at most for the batch in progress, then for
-its own: `latency_bound`), and no growth (last-third median latency <= 1.2 x
-first third + 5 ms, RSS at the end <= 1.05 x start + 10 MiB). The CPU a
+its own: `latency_bound`; the largest of the window's /diagnostics reports,
+since the node's p95s cover its last 512 frames per camera), and no growth
+(last-third median latency <= 1.2 x first third + 5 ms, RSS at the end <=
+1.05 x start + 10 MiB). The CPU a
 shared machine leaves the node varies, so each run also reports frames out
 per CPU-second of the node (and the node's and the machine's CPU in the
 window's first and last thirds), and the checks give that efficiency at the
@@ -176,10 +178,15 @@ def run_case(
 
     diag: dict[str, dict[str, str]] = {}
     diag_count = [0]
+    measuring = [False]
+    bounds: list[float] = []  # the bound from each /diagnostics of the window
 
     def on_diag(msg: DiagnosticArray) -> None:
         if _camera_diag(msg, "/bench_detector", diag):
             diag_count[0] += 1
+            b = latency_bound(diag) if measuring[0] else None
+            if b is not None:
+                bounds.append(b)
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -245,6 +252,7 @@ def run_case(
         p_node = psutil.Process(detector.proc.pid)
         p_pub = psutil.Process(publisher.proc.pid)
         diag0 = wait_diag()
+        measuring[0] = True
         t0 = time.monotonic()
         cpu0 = (_cpu_s(p_node), _cpu_s(p_pub), os.times(), psutil.cpu_times())
         next_rss = t0
@@ -259,6 +267,7 @@ def run_case(
         rss.append(p_node.memory_info().rss / 2**20)
         cpu_t.append((t1, cpu1[0], _busy_s(cpu1[3])))
         diag1 = wait_diag()
+        measuring[0] = False
     finally:
         for p in procs:
             p.stop()
@@ -343,7 +352,9 @@ def run_case(
     res["frames_per_node_cpu_s"] = (
         round(res["output_rate_hz"] / (c["node"] / 100.0), 1) if c["node"] > 0 else None
     )
-    res["p95_bound_ms"] = latency_bound(diag1)
+    # the node's p95s cover its last 512 frames per camera, which can be less
+    # than the window: the bound is the largest the window's reports allow
+    res["p95_bound_ms"] = max(bounds, default=latency_bound(diag1))
     res["node_stage_p50_ms"] = stage_p50s(diag1)
     res["node_counters_total"] = {
         k.split(" ", 1)[1]: {
