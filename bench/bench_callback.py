@@ -146,12 +146,11 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
 
     from perception.core import cdr
     from perception.ros.pulled import PulledGroup, PulledSubscriptions
-    from perception.ros.testing import NodeProcess
+    from perception.ros.testing import NodeProcess, override_environ, restore_environ
 
     profile = REPO / "config" / "fastdds_large_images.xml"
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    saved = override_environ(env)
     rclpy.init()
     node = rclpy.create_node("bench_executor_load")
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -206,11 +205,7 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
     cpu = c1.user + c1.system - c0.user - c0.system
     sent = 30.0 * cameras * (t1 - t0)
     return {

@@ -143,7 +143,7 @@ def run_case(
     from vision_msgs.msg import Detection2DArray
 
     from perception.ros.conversions import stamp_to_ns
-    from perception.ros.testing import NodeProcess
+    from perception.ros.testing import NodeProcess, override_environ, restore_environ
 
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)} if profile else {}
     env["RMW_FASTRTPS_USE_QOS_FROM_XML"] = "0"
@@ -164,8 +164,7 @@ def run_case(
     cfg = Path(tempfile.mkdtemp()) / "bench.yaml"
     cfg.write_text(yaml.safe_dump({"bench_detector": {"ros__parameters": params}}))
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    saved = override_environ(env)
     rclpy.init()
     node = rclpy.create_node("bench_sink")
     executor = rclpy.executors.SingleThreadedExecutor()  # one, not one per spin_once
@@ -274,11 +273,7 @@ def run_case(
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
     window = t1 - t0
 
     def pct(a: float, b: float) -> float:

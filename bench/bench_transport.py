@@ -51,11 +51,10 @@ def run_case(args: argparse.Namespace, variant: str) -> dict:
     from sensor_msgs.msg import Image
 
     from perception.ros.pulled import PulledGroup, PulledSubscriptions
-    from perception.ros.testing import NodeProcess
+    from perception.ros.testing import NodeProcess, override_environ, restore_environ
 
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "0"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    saved = override_environ(env)
     topics = [f"/bench_transport/cam{i}/image_raw" for i in range(args.cameras)]
     rclpy.init()
     node = rclpy.create_node("bench_transport_rx")
@@ -112,11 +111,7 @@ def run_case(args: argparse.Namespace, variant: str) -> dict:
         sender.stop()
         node.destroy_node()
         rclpy.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
     window = t1 - t0
     sent = args.cameras * args.rate * window
     pub_s = (pub1.user + pub1.system) - (pub0.user + pub0.system)

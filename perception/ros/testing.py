@@ -23,7 +23,14 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import Executor, SingleThreadedExecutor
 
-__all__ = ["NodeProcess", "isolated_context", "safe_ros_env", "spin_until"]
+__all__ = [
+    "NodeProcess",
+    "isolated_context",
+    "override_environ",
+    "restore_environ",
+    "safe_ros_env",
+    "spin_until",
+]
 
 
 def safe_ros_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -36,6 +43,23 @@ def safe_ros_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.setdefault("ROS_DOMAIN_ID", "0")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def override_environ(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Set `env` in os.environ (before rclpy.init: the middleware reads it
+    there); returns what `restore_environ` puts back."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    return saved
+
+
+def restore_environ(saved: Mapping[str, str | None]) -> None:
+    """Undo `override_environ` (unset what was unset)."""
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @contextlib.contextmanager
