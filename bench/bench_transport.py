@@ -13,8 +13,8 @@ round (the host's speed drifts):
 - variant `filter`: the subscriptions carry a content filter on the stamp
   (`header.stamp.nanosec < --filter-ns`, 1/4 of the frames by default), the
   stand-in for a time-based filter, which Fast DDS does not implement; Fast
-  DDS evaluates it on the writer's side, so filtered frames are neither
-  copied into the reader's shared memory nor reassembled.
+  DDS evaluates it on the writer's side: the reader no longer reassembles
+  filtered frames, the writer pays for evaluating the filter on each.
 
     ./dev exec python bench/bench_transport.py [--cameras 8] [--size 1280x720] \
         [--seconds 12] [--rounds 3] [--variants plain filter]
