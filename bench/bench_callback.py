@@ -15,6 +15,8 @@ at the engine's rate, and with nothing taken.
     ./dev exec python bench/bench_callback.py [--reps 200] [--sizes 1920x1080 1280x720]
     ./dev exec python bench/bench_callback.py --executor-load --sizes 640x360 1280x720 \
         --out bench/results/executor_load.json
+    ./dev exec python bench/bench_callback.py --executor-load --sizes 1280x720 \
+        --modes pulled filtered --seconds 12 --out bench/results/filter_load.json
 """
 
 from __future__ import annotations
@@ -137,8 +139,14 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
     - "pulled": the subscriptions are in a PulledGroup; a worker thread takes
       the newest sample of each camera at 7 Hz per camera (a saturated engine
       at 8 cameras takes about that), the executor spins for everything else;
-    - "none": subscribed, nothing ever taken (the middleware's own cost).
+    - "none": subscribed, nothing ever taken (the middleware's own cost);
+    - "filtered": "pulled" with a content filter on the stamp
+      (`header.stamp.nanosec < 250000000`: a quarter of the frames pass), the
+      stand-in for the time-based filter Fast DDS lacks. Fast DDS evaluates it
+      on the writer's side: the reader no longer reassembles filtered frames,
+      the sender pays for evaluating the filter on each (its CPU is reported).
     """
+    import psutil
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -162,9 +170,16 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
 
     group = PulledGroup()
     subs = []
+    extra: dict[str, Any] = {}
+    if mode == "filtered":
+        from rclpy.subscription_content_filter_options import ContentFilterOptions
+
+        extra["content_filter_options"] = ContentFilterOptions(
+            "header.stamp.nanosec < %0", ["250000000"]
+        )
     for i in range(cameras):
         sub = node.create_subscription(
-            Image, f"/bench_load/cam{i}", on_image, qos, raw=True, callback_group=group
+            Image, f"/bench_load/cam{i}", on_image, qos, raw=True, callback_group=group, **extra
         )
         if mode != "executor":
             group.pull(sub)
@@ -184,7 +199,7 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
                     on_image(newest[0])
 
     thread = threading.Thread(target=worker, daemon=True)
-    if mode == "pulled":
+    if mode in ("pulled", "filtered"):
         thread.start()
     w, h = size
     topics = [f"/bench_load/cam{i}" for i in range(cameras)]
@@ -195,10 +210,11 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
         end = time.monotonic() + 4.0
         while time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
-        t0, c0, n0 = time.monotonic(), os.times(), taken[0]
+        sender = psutil.Process(pub.proc.pid)
+        t0, c0, n0, s0 = time.monotonic(), os.times(), taken[0], sender.cpu_times()
         while time.monotonic() < t0 + seconds:
             executor.spin_once(timeout_sec=0.05)
-        t1, c1 = time.monotonic(), os.times()
+        t1, c1, s1 = time.monotonic(), os.times(), sender.cpu_times()
     finally:
         stop.set()
         pub.stop()
@@ -207,6 +223,7 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
         rclpy.shutdown()
         restore_environ(saved)
     cpu = c1.user + c1.system - c0.user - c0.system
+    sender_cpu = s1.user + s1.system - s0.user - s0.system
     sent = 30.0 * cameras * (t1 - t0)
     return {
         "mode": mode,
@@ -215,6 +232,8 @@ def executor_load(size: tuple[int, int], cameras: int, mode: str, seconds: float
         "taken_per_s": round((taken[0] - n0) / (t1 - t0), 1),
         "cpu_pct_of_one_core": round(100.0 * cpu / (t1 - t0), 1),
         "cpu_ms_per_message_sent": round(1e3 * cpu / sent, 3),
+        "sender_cpu_pct_of_one_core": round(100.0 * sender_cpu / (t1 - t0), 1),
+        "sender_cpu_ms_per_message": round(1e3 * sender_cpu / sent, 3),
     }
 
 
@@ -225,7 +244,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "callback.json")
     ap.add_argument(
         "--executor-load", action="store_true",
-        help="instead: receiving-process CPU per message, executor vs pulled vs none",
+        help="instead: receiving-process CPU per message, per --modes",
+    )  # fmt: skip
+    ap.add_argument(
+        "--modes", nargs="+", choices=["executor", "pulled", "none", "filtered"],
+        default=["executor", "pulled", "none"], help="--executor-load modes, in this order",
     )  # fmt: skip
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -234,7 +257,7 @@ def main() -> int:
     for s in args.sizes:
         w, h = (int(v) for v in s.split("x"))
         if args.executor_load:
-            for mode in ("executor", "pulled", "none"):
+            for mode in args.modes:
                 rows.append(executor_load((w, h), args.cameras, mode, args.seconds))
                 print(json.dumps(rows[-1]), flush=True)
         else:
