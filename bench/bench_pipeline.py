@@ -306,15 +306,14 @@ def run_case(
     res["output_rate_hz"] = round(sum(len(v) for v in per_cam.values()) / window, 2)
     res["per_camera_hz"] = rates
     res["fairness_min_over_max"] = round(min(rates.values()) / max(max(rates.values()), 1e-9), 3)
-    times = np.array([t for pts in per_cam.values() for t, _ in pts])
-    res["output_rate_thirds_hz"] = [  # the host's speed moves within a window too
-        round(float(np.count_nonzero((times - t0) // (window / 3) == k)) * 3 / window, 2)
-        for k in range(3)
-    ]
-    res["output_rate_per_10s_hz"] = [
-        round(float(np.count_nonzero((times - t0) // 10.0 == k)) / 10.0, 1)
-        for k in range(int(window // 10))
-    ]
+    since_t0 = np.array([t - t0 for pts in per_cam.values() for t, _ in pts])
+
+    def rates(width: float, n: int) -> list[float]:  # the host's speed moves within a window too
+        counts = np.bincount((since_t0 // width).astype(int), minlength=n)[:n]
+        return [round(float(c) / width, 2) for c in counts]
+
+    res["output_rate_thirds_hz"] = rates(window / 3, 3)
+    res["output_rate_per_10s_hz"] = rates(10.0, int(window // 10))
     samples = sorted(tv for pts in per_cam.values() for tv in pts)
     if samples:
         vals = np.array([v for _, v in samples])
@@ -361,23 +360,19 @@ def run_case(
     return res
 
 
-STAGES = (
-    "capture_to_receive", "queue", "preprocess", "inference", "postprocess", "publish",
-    "capture_to_publish",
-)  # fmt: skip
-
-
 def stage_p50s(diag: dict[str, dict[str, str]]) -> dict[str, float]:
     """The node's p50 per stage (its /diagnostics, median over cameras): where
     a frame's time goes. Preprocess, inference and postprocess are per batch;
     capture_to_publish (stamp -> published, the node's clock) against this
     script's p50 says how much of the latency comes after the node."""
+    from perception.pipeline.types import STAGES
+
     cams = [v for k, v in diag.items() if k.startswith("camera ")]
     out = {}
-    for s in STAGES:
-        vals = [float(v[f"{s}_ms.p50"]) for v in cams if f"{s}_ms.p50" in v]
+    for stage in STAGES:
+        vals = [float(v[f"{stage}.p50"]) for v in cams if f"{stage}.p50" in v]
         if vals:
-            out[s] = round(float(np.median(vals)), 2)
+            out[stage.removesuffix("_ms")] = round(float(np.median(vals)), 2)
     return out
 
 

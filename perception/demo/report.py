@@ -89,13 +89,15 @@ def build_report(
     report["frames"] = frames
     report["diagnostics"] = {k: v for k, v in rec.diagnostics.items() if ": camera " not in k}
     rows = rec.latency_rows(cameras)
-    samples = {s: [row[i] for row in rows] for i, s in enumerate(rec.latency_fields) if i > 0}
-    if scenario:
-        # the nodes run on the scenario's /clock, which moves in whole frame
-        # steps: a difference between a stamp and that clock says nothing
-        # (it read -11 / 0 ms); the wall-clock table is the pipeline latency
-        for stage in SIM_CLOCK_STAGES:
-            samples.pop(stage, None)
+    # in a scenario the nodes run on its /clock, which moves in whole frame
+    # steps: a difference between a stamp and that clock says nothing (it read
+    # -11 / 0 ms); the wall-clock table is the pipeline latency
+    left_out = SIM_CLOCK_STAGES if scenario else ()
+    samples = {
+        s: [row[i] for row in rows]
+        for i, s in enumerate(rec.latency_fields)
+        if i > 0 and s not in left_out
+    }
     report["latency_ms"] = metrics.latency_summary(samples)
     if scenario:
         report["pipeline_latency_ms"] = _wall_latency(rec, cameras, fusion)
