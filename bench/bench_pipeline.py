@@ -11,7 +11,8 @@ for every camera's first output, warms up, then measures a window of
 
 - output rate, in total and per camera (fairness: slowest / fastest camera);
 - capture -> output latency p50 / p95 / max, and p50 of the window's first
-  vs last third (a backlog makes it grow); node RSS at the window's start,
+  vs last third and per 10 s (a backlog climbs; a node at its capacity
+  moves with the host's speed, both ways); node RSS at the window's start,
   end and maximum;
 - CPU, in % of one core over the window: the node process (all its threads),
   the publisher, this sink, and the whole machine (other jobs included: on a
@@ -43,6 +44,7 @@ with localhost-only discovery.
     ./dev exec python bench/bench_pipeline.py --sweep [--seconds 60] [--rounds 3]
     ./dev exec python bench/bench_pipeline.py --cameras 1 4 --sizes 1920x1080 \
         --profiles default shm --seconds 20        # trivial model: transport overhead
+    ./dev exec python bench/bench_pipeline.py --sweep --param model.threads=2   # node parameter
     ./dev exec python bench/bench_pipeline.py --sweep --node-tree /other/checkout \
         --out bench/results/pipeline_sweep_other.json   # same load, another tree's node
 """
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -137,7 +140,6 @@ def run_case(
     import psutil
     import rclpy
     import rclpy.executors
-    import yaml
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from vision_msgs.msg import Detection2DArray
@@ -318,6 +320,13 @@ def run_case(
     if samples:
         vals = np.array([v for _, v in samples])
         thirds = np.array_split(vals, 3)
+        # latency per 10 s next to the rate per 10 s: a backlog climbs from bin
+        # to bin; a node at its capacity moves with the host's speed, both ways
+        bins = ((np.array([t for t, _ in samples]) - t0) // 10.0).astype(int)
+        res["p50_per_10s_ms"] = [
+            round(float(np.median(vals[bins == b])), 1) if np.any(bins == b) else None
+            for b in range(int(window // 10))
+        ]
         res.update(
             p50_ms=round(float(np.percentile(vals, 50)), 2),
             p95_ms=round(float(np.percentile(vals, 95)), 2),
@@ -486,6 +495,10 @@ def main() -> int:
         "--reliability", choices=["reliable", "best_effort"], default="reliable",
         help="camera QoS of the sender and the node",
     )  # fmt: skip
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="extra detector parameter (YAML value), e.g. model.threads=1; repeatable",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.rounds < 1:
@@ -514,6 +527,11 @@ def main() -> int:
         extra["model.labels_file"] = str(args.labels)
     elif args.model is None:
         extra["model.family"] = "yolov8"
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            ap.error(f"--param takes NAME=VALUE, got {item!r}")
+        extra[name] = yaml.safe_load(value)
     rows = []
     for rnd in range(args.rounds):  # rounds interleaved: slow drifts of a shared host hit all
         for size in args.sizes:
@@ -525,6 +543,7 @@ def main() -> int:
                     )  # fmt: skip
                     r["model"] = "trivial" if args.model is None else str(args.model)
                     r["round"] = rnd
+                    r["params"] = {k: v for k, v in extra.items() if k != "model.labels_file"}
                     rows.append(r)
                     print(json.dumps(r), flush=True)
     checks = evaluate(rows) if args.sweep else {}

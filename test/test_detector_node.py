@@ -419,3 +419,17 @@ def test_label_info_latched_overlay_on_demand_latency_and_qos_mismatch(ros_conte
     assert spin_until(executor, lambda: errors.get("incompatible_qos", 0) >= 1)
     node.destroy_node()
     probe.destroy_node()
+
+
+def test_engine_threads_leave_a_core_to_the_middleware(ros_context, executor):
+    """model.threads = 0 in the live node: one thread less than the CPUs (the
+    receive threads and camera drivers keep a core); a set value is kept."""
+    from perception.pipeline import live_engine_threads
+
+    assert [live_engine_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    for threads, expected in ((0, live_engine_threads()), (2, 2)):
+        node = _make_node(ros_context, {"cam": {}}, **{"model.threads": threads})
+        engine = node.pipeline.stage.detector.engine
+        opts = engine.session.get_session_options()
+        assert opts.intra_op_num_threads == expected
+        node.destroy_node()

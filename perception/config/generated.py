@@ -78,7 +78,9 @@ class DetectorModelParams(SpecParams):
     #: (B, C, H, W) a compiled engine is built for, B = largest batch; empty = the model's fixed
     #: shape.
     build_input_shape: tuple[int, ...] = ()
-    #: CPU threads for the runtime; 0 = the runtime's default.
+    #: CPU threads for the runtime; 0 = automatic: in the live node one less than the CPUs it may
+    #: use (at least 1), so the middleware and camera drivers keep a core; replay and the CLIs use
+    #: the runtime's default.
     threads: int = 0
 
     @classmethod

@@ -10,7 +10,7 @@ happens. Nodes, replay, the CLIs, the demo and the benchmarks drive it.
 from perception.pipeline.detection import DetectionStage
 from perception.pipeline.fusion import FusionOutput, FusionSettings, FusionStage
 from perception.pipeline.log import ThrottledLog
-from perception.pipeline.pipeline import Pipeline, build_detector
+from perception.pipeline.pipeline import Pipeline, build_detector, live_engine_threads
 from perception.pipeline.types import (
     LATENCY_FIELDS,
     STAGES,
@@ -32,4 +32,5 @@ __all__ = [
     "Pipeline",
     "ThrottledLog",
     "build_detector",
+    "live_engine_threads",
 ]

@@ -16,6 +16,7 @@ detections, track ids and 3D objects.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,7 +27,27 @@ from perception.pipeline.detection import DetectionStage
 from perception.pipeline.fusion import FusionStage
 from perception.pipeline.types import CameraFrame, CameraResult
 
-__all__ = ["Pipeline", "build_detector", "engine_config"]
+__all__ = ["Pipeline", "build_detector", "engine_config", "live_engine_threads"]
+
+
+def live_engine_threads(cpus: int | None = None) -> int:
+    """CPU threads of a live node's engine when `model.threads` is 0: one less
+    than the CPUs this process may use (`cpus`, default its affinity), at least 1.
+
+    A live node shares its CPUs with the middleware's receive threads, its
+    executor and often the camera drivers; an intra-op pool over every core
+    stalls each parallel operator on whichever core they take. On 2 cores
+    (YOLOX-Nano, 4 and 8 cameras at 30 Hz, docs/benchmarks.md) one thread gave
+    the same or a higher rate than two at 1280x720, a steady one instead of
+    swings of up to 2x, and left most of a core free. Offline drivers (replay,
+    the CLIs) keep the runtime's default: nothing else competes there.
+    """
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 def engine_config(model: Any) -> EngineConfig:

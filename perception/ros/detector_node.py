@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -52,6 +52,7 @@ from perception.pipeline import (
     DetectionStage,
     ThrottledLog,
     build_detector,
+    live_engine_threads,
 )
 from perception.pipeline.status import detection_statuses
 from perception.ros.conversions import detections_to_msg, label_info_msg, latency_to_msg
@@ -154,8 +155,9 @@ class DetectorDriver:
     def load_engine(self) -> None:
         """Create the engine, detector and stage (may take long: a configure step)."""
         p = self.params
+        model = p.model if p.model.threads else replace(p.model, threads=live_engine_threads())
         detector = build_detector(
-            p.model,
+            model,
             score_threshold=p.score_threshold,
             iou_threshold=p.iou_threshold,
             max_detections=p.max_detections,
@@ -171,7 +173,8 @@ class DetectorDriver:
         )
         facts = self.stage.describe()
         self.log.info(
-            f"engine {facts['engine']} ({facts['runtime']} on {facts['device']}), family "
+            f"engine {facts['engine']} ({facts['runtime']} on {facts['device']}, "
+            f"{model.threads} CPU thread(s)), family "
             f"{facts['family']}, {facts['classes']} classes, {len(self.cameras)} camera(s), "
             f"pixel input {facts['pixel_input']}"
         )
