@@ -59,12 +59,11 @@ def measure(size: tuple[int, int], reps: int) -> dict:
 
     from perception.config.generated import CameraParams
     from perception.ros import detector_node
+    from perception.ros.tools.load_publisher import build_image
 
     raw = bool(getattr(detector_node.DetectorDriver, "RAW_SUBSCRIPTIONS", False))
     w, h = size
-    msg = Image(height=h, width=w, encoding="bgr8", is_bigendian=0, step=w * 3)
-    msg.header.frame_id = "cam0"
-    msg.data = np.random.default_rng(0).integers(0, 255, h * w * 3, np.uint8).tobytes()
+    msg = build_image(w, h, frame_id="cam0")
     data = serialize_message(msg)
 
     rclpy.init()

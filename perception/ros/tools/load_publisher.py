@@ -30,15 +30,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["build_frame", "main"]
+__all__ = ["build_frame", "build_image", "main"]
 
 
-def build_frame(
+def build_image(
     width: int, height: int, image_path: str | None = None, frame_id: str = "camera"
-) -> bytes:
-    """Serialized bgr8 sensor_msgs/Image of `width` x `height` (a photo resized,
-    or a fixed random pattern) with a zero stamp (bytes 4..12, see perception.core.cdr)."""
-    from rclpy.serialization import serialize_message
+) -> Any:
+    """A bgr8 sensor_msgs/Image of `width` x `height` (a photo resized, or a
+    fixed random pattern) with a zero stamp."""
     from sensor_msgs.msg import Image
 
     img = None
@@ -54,7 +53,16 @@ def build_frame(
     msg = Image(height=height, width=width, encoding="bgr8", is_bigendian=0, step=width * 3)
     msg.header.frame_id = frame_id
     msg.data = np.ascontiguousarray(img).tobytes()
-    data: bytes = serialize_message(msg)
+    return msg
+
+
+def build_frame(
+    width: int, height: int, image_path: str | None = None, frame_id: str = "camera"
+) -> bytes:
+    """`build_image` serialized: the stamp is bytes 4..12 (see perception.core.cdr)."""
+    from rclpy.serialization import serialize_message
+
+    data: bytes = serialize_message(build_image(width, height, image_path, frame_id))
     return data
 
 
@@ -98,11 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     qos = QoSProfile(depth=1, reliability=reliability)
     pubs = [node.create_publisher(Image, t, qos) for t in args.topics]
-    from rclpy.serialization import deserialize_message
-
     frames = [
-        deserialize_message(build_frame(width, height, args.image, frame_id=f"camera{i}"), Image)
-        for i in range(len(pubs))
+        build_image(width, height, args.image, frame_id=f"camera{i}") for i in range(len(pubs))
     ]
     period = args.burst / args.rate
     start = time.monotonic() + 0.5
